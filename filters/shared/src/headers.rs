@@ -1,0 +1,103 @@
+//! How decision logic reads a request: a header lookup, nothing more.
+//!
+//! The proxy-wasm glue fetches only the headers a filter's config needs (each fetch is a call
+//! across the VM boundary) and hands them to the logic through [`HeaderSource`]. Pseudo-headers
+//! (`:path`, `:method`, `:authority`) are looked up like any other header.
+
+/// Read access to request (or response) headers. Names are lower-case.
+pub trait HeaderSource {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// Headers as a small list of pairs: what the glue collects, and what tests build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList(Vec<(String, String)>);
+
+impl HeaderList {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// Adds a header; the name is stored lower-cased.
+    pub fn push(&mut self, name: &str, value: impl Into<String>) {
+        self.0.push((name.to_ascii_lowercase(), value.into()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for HeaderList {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut list = Self::new();
+        for (k, v) in iter {
+            list.push(k.as_ref(), v);
+        }
+        list
+    }
+}
+
+impl HeaderSource for HeaderList {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The path of a `:path` value without its query string and fragment.
+pub fn path_only(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path.get(..end).unwrap_or(path)
+}
+
+/// True when the request is gRPC (`content-type: application/grpc[+proto|...]`).
+pub fn is_grpc(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let ct = ct.trim_start();
+        ct.len() >= 16
+            && ct
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+            && matches!(ct.as_bytes().get(16), None | Some(b'+' | b';'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        let h: HeaderList = [("X-User", "u1"), (":path", "/a")].into_iter().collect();
+        assert_eq!(h.header("x-user"), Some("u1"));
+        assert_eq!(h.header(":path"), Some("/a"));
+        assert_eq!(h.header("missing"), None);
+    }
+
+    #[test]
+    fn path_only_drops_query_and_fragment() {
+        assert_eq!(path_only("/a/b?x=1"), "/a/b");
+        assert_eq!(path_only("/a#f"), "/a");
+        assert_eq!(path_only("/plain"), "/plain");
+        assert_eq!(path_only(""), "");
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        assert!(is_grpc(Some("application/grpc")));
+        assert!(is_grpc(Some("application/grpc+proto")));
+        assert!(is_grpc(Some("Application/GRPC;charset=utf-8")));
+        assert!(!is_grpc(Some("application/grpc-web")));
+        assert!(!is_grpc(Some("application/json")));
+        assert!(!is_grpc(None));
+    }
+}

@@ -1,0 +1,26 @@
+//! What every meshwright filter needs, as plain Rust with no proxy-wasm types.
+//!
+//! Filters are built as *config (parse + validate) → decide → act*. This crate holds the pieces of
+//! the first two steps that more than one filter uses: typed config errors that name the field
+//! ([`config`]), request matchers ([`matcher`]), sticky per-user hashing ([`hash`]), percentages
+//! with per-million precision ([`percent`]), injected randomness ([`rng`]), timestamps
+//! ([`time`]), and the places a user's identity is read from ([`key`], [`cookie`], [`jwt`]).
+//!
+//! Nothing here may panic on input from the network: the crate denies `unwrap`, `expect`,
+//! `panic!` and slice indexing outside tests.
+
+pub mod config;
+pub mod cookie;
+pub mod crypto;
+pub mod hash;
+pub mod headers;
+pub mod jwt;
+pub mod key;
+pub mod matcher;
+pub mod percent;
+pub mod rng;
+pub mod stats;
+pub mod time;
+
+pub use config::{ConfigError, Reason};
+pub use headers::HeaderSource;

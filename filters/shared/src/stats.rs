@@ -1,0 +1,27 @@
+//! Metric naming shared by every meshwright filter.
+//!
+//! Names follow Envoy's own convention, dots between segments, with per-object values as a
+//! segment: `meshwright.<filter>.<metric>` and `meshwright.<filter>.rule.<rule>.<metric>`.
+//! Envoy puts plugin metrics in its `wasmcustom` stat namespace, and `/stats/prometheus` drops
+//! that namespace, so `meshwright.fault.rule.checkout.aborts_injected` is exported as
+//! `meshwright_fault_rule_checkout_aborts_injected` — or, when the proxy's bootstrap carries
+//! the tag extractors below, as `meshwright_fault_rule_aborts_injected{rule="checkout"}`.
+//! (Istio: add them with a bootstrap override; see docs/metrics.md.)
+
+/// Envoy `stats_config.stats_tags` entries: (tag name, regex). The regex's first capture group
+/// is removed from the name and its second becomes the tag value, Envoy's convention.
+pub const STATS_TAGS: &[(&str, &str)] = &[(
+    "rule",
+    r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
+)];
+
+/// `meshwright.<filter>.<metric>`
+pub fn metric(filter: &str, name: &str) -> String {
+    format!("meshwright.{filter}.{name}")
+}
+
+/// `meshwright.<filter>.rule.<rule>.<metric>`; `rule` must be a valid stat name
+/// ([`crate::config::validate_stat_name`]).
+pub fn rule_metric(filter: &str, rule: &str, name: &str) -> String {
+    format!("meshwright.{filter}.rule.{rule}.{name}")
+}
