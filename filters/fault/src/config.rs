@@ -172,15 +172,15 @@ impl FaultConfig {
 impl FaultConfigSpec {
     pub fn compile(&self) -> Result<FaultConfig, ConfigError> {
         let root = Path::root();
-        if let Some(n) = self.max_active_faults {
-            if n == 0 {
-                return Err(ConfigError::out_of_range(
-                    root.key("max_active_faults"),
-                    1,
-                    u64::MAX,
-                    n,
-                ));
-            }
+        if let Some(n) = self.max_active_faults
+            && n == 0
+        {
+            return Err(ConfigError::out_of_range(
+                root.key("max_active_faults"),
+                1,
+                u64::MAX,
+                n,
+            ));
         }
         let delay_resolution_ms = self.delay_resolution_ms.unwrap_or(10);
         if !(1..=1000).contains(&delay_resolution_ms) {
@@ -380,25 +380,25 @@ fn compile_reply(
             "set http_status, grpc_status, or both",
         ));
     }
-    if let Some(s) = http_status {
-        if !(200..=599).contains(&s) {
-            return Err(ConfigError::out_of_range(
-                field.key("http_status"),
-                200,
-                599,
-                s,
-            ));
-        }
+    if let Some(s) = http_status
+        && !(200..=599).contains(&s)
+    {
+        return Err(ConfigError::out_of_range(
+            field.key("http_status"),
+            200,
+            599,
+            s,
+        ));
     }
-    if let Some(s) = grpc_status {
-        if !(1..=16).contains(&s) {
-            return Err(ConfigError::out_of_range(
-                field.key("grpc_status"),
-                1,
-                16,
-                s,
-            ));
-        }
+    if let Some(s) = grpc_status
+        && !(1..=16).contains(&s)
+    {
+        return Err(ConfigError::out_of_range(
+            field.key("grpc_status"),
+            1,
+            16,
+            s,
+        ));
     }
     let body = body.clone().unwrap_or_default();
     if body.len() > MAX_BODY_LEN {

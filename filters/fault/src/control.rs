@@ -82,10 +82,10 @@ pub fn read(
     if fields.iter().all(Option::is_none) {
         return Control::Absent;
     }
-    if let Some(key) = key {
-        if let Err(r) = check_signature(hc, key, req.header(SIGNATURE), &fields, now_ms) {
-            return Control::Rejected(r);
-        }
+    if let Some(key) = key
+        && let Err(r) = check_signature(hc, key, req.header(SIGNATURE), &fields, now_ms)
+    {
+        return Control::Rejected(r);
     }
     match parse(hc, fields) {
         Some(f) => Control::Fault(f),

@@ -206,12 +206,12 @@ impl FaultHttp {
     /// Takes a slot under `max_active_faults`; false (and counted) when none is free.
     fn admit(&mut self, rt: &Runtime, source: Source) -> bool {
         rt.active_faults.add(1);
-        if let Some(max) = rt.config.max_active_faults {
-            if rt.active_faults.get() > max {
-                rt.active_faults.add(-1);
-                rt.stats(source).faults_overflow.inc();
-                return false;
-            }
+        if let Some(max) = rt.config.max_active_faults
+            && rt.active_faults.get() > max
+        {
+            rt.active_faults.add(-1);
+            rt.stats(source).faults_overflow.inc();
+            return false;
         }
         rt.stats(source).active_faults.add(1);
         self.active = Some(source);
@@ -288,11 +288,11 @@ impl HttpContext for FaultHttp {
                 self.context_id
             );
         }
-        if let Some(reply) = &plan.abort {
-            if send_reply(reply, "meshwright_fault_abort").is_ok() {
-                stats.aborts_injected.inc();
-                return Action::Pause;
-            }
+        if let Some(reply) = &plan.abort
+            && send_reply(reply, "meshwright_fault_abort").is_ok()
+        {
+            stats.aborts_injected.inc();
+            return Action::Pause;
         }
         Action::Continue
     }

@@ -52,14 +52,14 @@ impl<T> Parked<T> {
             }
             Err(_) => return false,
         };
-        if let Some(period) = start_ticking {
-            if abi::set_tick_period_ms(period).is_err() {
-                self.remove(context_id);
-                if let Ok(mut inner) = self.0.try_borrow_mut() {
-                    inner.ticking = false;
-                }
-                return false;
+        if let Some(period) = start_ticking
+            && abi::set_tick_period_ms(period).is_err()
+        {
+            self.remove(context_id);
+            if let Ok(mut inner) = self.0.try_borrow_mut() {
+                inner.ticking = false;
             }
+            return false;
         }
         true
     }

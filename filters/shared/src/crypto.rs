@@ -16,13 +16,13 @@ pub fn verify_hmac_sha256_hex(key: &[u8], message: &[u8], hex_mac: &str) -> bool
     hmac_sha256(key, message).ct_eq(&given).into()
 }
 
-/// Lower-case hex of 32 bytes.
+/// Lower-case hex.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 });
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0xf));
     }
     s
 }
