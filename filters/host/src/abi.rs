@@ -5,6 +5,7 @@
 //! host returns were allocated through the SDK's exported `proxy_on_memory_allocate`
 //! (a boxed slice of exactly the requested length), and are taken back as such.
 
+use meshwright_shared::wire::{deserialize_pairs, serialize_pairs};
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::fmt;
 use std::ptr::{null, null_mut};
@@ -102,6 +103,43 @@ unsafe extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
 }
 
 fn check(status: u32) -> Result<()> {
@@ -242,29 +280,6 @@ pub fn set_effective_context(context_id: u32) -> Result<()> {
     check(unsafe { proxy_set_effective_context(context_id) })
 }
 
-/// Serialises header pairs in the ABI's map format:
-/// `n: u32`, then `n × (key_len: u32, value_len: u32)`, then each key and value NUL-terminated.
-pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + pairs
-        .iter()
-        .map(|(k, v)| 8 + k.len() + v.len() + 2)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    out.extend_from_slice(&len32(pairs.len()));
-    for (k, v) in pairs {
-        out.extend_from_slice(&len32(k.len()));
-        out.extend_from_slice(&len32(v.len()));
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 /// Sends a local reply instead of the upstream's. For a gRPC request pass `grpc_status`:
 /// Envoy then answers with a trailers-only gRPC response carrying it.
 pub fn send_local_response(
@@ -329,4 +344,102 @@ pub fn get_metric(id: u32) -> Result<u64> {
 /// `spec.pluginConfig`).
 pub fn plugin_configuration() -> Result<Vec<u8>> {
     buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+}
+
+/// All headers of a map (e.g. an HTTP call's response headers).
+pub fn header_pairs(map: MapType) -> Result<Vec<(String, String)>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: the host writes a pointer and a size.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    // SAFETY: data/size come from the host allocation protocol.
+    let bytes = unsafe { take_buffer(data, size) };
+    check(status)?;
+    Ok(deserialize_pairs(&bytes))
+}
+
+/// A value of the proxy-wide shared data (one map for the whole process, shared by all VMs
+/// with the same vm_id — Istio sets none, so prefix keys with the filter's name) and its CAS
+/// token. `(None, 0)` when the key was never set.
+pub fn get_shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32)> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: key pointer/length describe a live &str; the host writes a pointer, a size and a u32.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    // SAFETY: data/size come from the host allocation protocol.
+    let bytes = unsafe { take_buffer(data, size) };
+    match status {
+        0 => Ok((Some(bytes), cas)),
+        1 => Ok((None, 0)),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Sets shared data. `cas` is the token from [`get_shared_data`] (the write fails with
+/// [`HostError::CAS_MISMATCH`] if someone wrote in between), or 0 to write unconditionally.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Sends an HTTP request to an Envoy cluster; the answer arrives in the calling root or HTTP
+/// context's `on_http_call_response` under the returned token. `headers` must include
+/// `:method`, `:path` and `:authority`. BadArgument: unknown cluster or missing pseudo-header.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32> {
+    let headers = serialize_pairs(headers);
+    let trailers = serialize_pairs(&[]);
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
+    check(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
+            body.len(),
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
+}
+
+/// The body of the HTTP call response being delivered (in `on_http_call_response`).
+pub fn http_call_response_body(max_size: usize) -> Result<Vec<u8>> {
+    buffer(BufferType::HttpCallResponseBody, 0, max_size)
+}
+
+/// A property of the stream or the proxy (e.g. `["source", "address"]`); `Ok(None)` if absent.
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>> {
+    let mut serialized = Vec::new();
+    for (i, seg) in path.iter().enumerate() {
+        if i > 0 {
+            serialized.push(0);
+        }
+        serialized.extend_from_slice(seg.as_bytes());
+    }
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: pointer and length describe a live buffer; the host writes a pointer and a size.
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    // SAFETY: data/size come from the host allocation protocol.
+    let bytes = unsafe { take_buffer(data, size) };
+    match status {
+        0 => Ok(Some(bytes)),
+        1 => Ok(None),
+        s => Err(HostError(s)),
+    }
 }

@@ -19,5 +19,6 @@ pub mod logging;
 pub mod metrics;
 pub mod parked;
 pub mod random;
+pub mod shared_data;
 
 pub use abi::HostError;

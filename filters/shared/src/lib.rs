@@ -21,6 +21,7 @@ pub mod percent;
 pub mod rng;
 pub mod stats;
 pub mod time;
+pub mod wire;
 
 pub use config::{ConfigError, Reason};
 pub use headers::HeaderSource;
