@@ -122,18 +122,6 @@ unsafe extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
-    fn proxy_http_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        trailers_data: *const u8,
-        trailers_size: usize,
-        timeout_ms: u32,
-        return_token: *mut u32,
-    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -383,38 +371,28 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<()> {
     })
 }
 
-/// Sends an HTTP request to an Envoy cluster; the answer arrives in the calling root or HTTP
-/// context's `on_http_call_response` under the returned token. `headers` must include
-/// `:method`, `:path` and `:authority`. BadArgument: unknown cluster or missing pseudo-header.
+/// Sends an HTTP request to an Envoy cluster; the answer arrives in `on_http_call_response`
+/// of the context that is *active in the SDK's dispatcher* when this is called (the context
+/// whose callback is running), under the returned token. `headers` must include `:method`,
+/// `:path` and `:authority`. BadArgument: unknown cluster or missing pseudo-header.
+///
+/// This one goes through the SDK: its dispatcher must register the call to route the response
+/// (a call made around it makes the SDK panic on the response). The SDK maps Ok, BadArgument
+/// and InternalFailure, the statuses Envoy's `httpCall` returns.
 pub fn dispatch_http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     timeout_ms: u32,
 ) -> Result<u32> {
-    let headers = serialize_pairs(headers);
-    let trailers = serialize_pairs(&[]);
-    let mut token = 0u32;
-    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
-    check(unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            headers.as_ptr(),
-            headers.len(),
-            if body.is_empty() {
-                null()
-            } else {
-                body.as_ptr()
-            },
-            body.len(),
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })?;
-    Ok(token)
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers.to_vec(),
+        (!body.is_empty()).then_some(body),
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| HostError(s as u32))
 }
 
 /// The body of the HTTP call response being delivered (in `on_http_call_response`).
