@@ -10,8 +10,10 @@
 //! Used by `cargo xtask` (build/up/test), the integration tests in `tests/tests/`, and the
 //! benchmark.
 
+pub mod agent;
 pub mod client;
 pub mod envoy;
+pub mod idp;
 pub mod install;
 pub mod load;
 pub mod paths;
@@ -45,6 +47,8 @@ pub struct BedBuilder {
     behaviour: Option<upstream::Behaviour>,
     routes: Box<dyn FnOnce(render::Listener) -> render::Listener + Send>,
     cluster: Box<dyn FnOnce(render::Cluster) -> render::Cluster + Send>,
+    extra_clusters: Vec<render::Cluster>,
+    listener_port: u16,
 }
 
 impl Bed {
@@ -60,6 +64,8 @@ impl Bed {
             behaviour: None,
             routes: Box::new(|l| l.route(render::Route::to_cluster("/", "backend"))),
             cluster: Box::new(|c| c),
+            extra_clusters: Vec::new(),
+            listener_port: 0,
         }
     }
 
@@ -121,6 +127,18 @@ impl BedBuilder {
         self
     }
 
+    /// Adds another cluster (e.g. the IdP the OAuth2 filter calls).
+    pub fn extra_cluster(mut self, c: render::Cluster) -> Self {
+        self.extra_clusters.push(c);
+        self
+    }
+
+    /// Serves the main listener on this port instead of an ephemeral one.
+    pub fn listener_port(mut self, port: u16) -> Self {
+        self.listener_port = port;
+        self
+    }
+
     /// Adjusts the `backend` cluster (e.g. HTTP/2, circuit breakers).
     pub fn cluster(
         mut self,
@@ -139,19 +157,16 @@ impl BedBuilder {
             Some(o) => o.clone(),
             None => Overlay::local()?,
         };
-        let listener = render::Listener::new(MAIN).wasm_plugins(
-            &self.plugins,
-            &overlay,
-            &self.labels,
-            self.mode,
-            self.port,
-        )?;
+        let listener = render::Listener::new(MAIN)
+            .port(self.listener_port)
+            .wasm_plugins(&self.plugins, &overlay, &self.labels, self.mode, self.port)?;
         let listener = (self.routes)(listener);
         let cluster = (self.cluster)(render::Cluster::new("backend", &[upstream.addr]));
-        let config = render::Bootstrap::new()
-            .listener(listener)
-            .cluster(cluster)
-            .to_json();
+        let mut bootstrap = render::Bootstrap::new().listener(listener).cluster(cluster);
+        for c in self.extra_clusters {
+            bootstrap = bootstrap.cluster(c);
+        }
+        let config = bootstrap.to_json();
         let mut options = self.options;
         for (k, v) in &overlay.host_env {
             options.env.entry(k.clone()).or_insert_with(|| v.clone());

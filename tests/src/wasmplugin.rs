@@ -145,6 +145,19 @@ pub struct PortSelector {
     pub number: u32,
 }
 
+/// Istio's root namespace: plugins there apply to every namespace.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The namespace of a workload of the ecommerce mesh: the ingress gateway runs in
+/// `istio-system`, the application in `ecommerce`.
+pub fn namespace_of(labels: &BTreeMap<String, String>) -> &'static str {
+    if labels.get("istio").is_some_and(|v| v == "ingressgateway") {
+        ROOT_NAMESPACE
+    } else {
+        "ecommerce"
+    }
+}
+
 /// Local-only settings applied when rendering for a developer machine, the tests or the
 /// benchmark (`wasmplugins/local/overlay.yaml`); never part of what a cluster gets.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
@@ -157,6 +170,32 @@ pub struct Overlay {
     /// Envoy process is started with.
     #[serde(default)]
     pub host_env: BTreeMap<String, String>,
+    /// JSON merge patches (RFC 7396) to `pluginConfig`, by `<namespace>.<name>`: what differs on
+    /// a developer machine (a local IdP instead of the real one, cookies without `Secure` over
+    /// plain HTTP).
+    #[serde(default)]
+    pub plugin_config: BTreeMap<String, Value>,
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
 }
 
 impl Overlay {
@@ -214,13 +253,28 @@ impl WasmPlugin {
     }
 
     /// Whether istiod would attach this plugin to a workload with `labels`, for traffic in
-    /// `mode` (Client or Server) on `port`.
+    /// `mode` (Client or Server) on `port`, with the workload's namespace as in the ecommerce
+    /// mesh ([`namespace_of`]).
     pub fn applies_to(
         &self,
         labels: &BTreeMap<String, String>,
         mode: WorkloadMode,
         port: u32,
     ) -> bool {
+        self.applies_in(namespace_of(labels), labels, mode, port)
+    }
+
+    /// Whether istiod would attach this plugin to a workload in `namespace` with `labels`, for
+    /// traffic in `mode` on `port`: a plugin applies in its own namespace, or everywhere from the
+    /// root namespace (`istio-system`); then its selector and `match` decide.
+    pub fn applies_in(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        mode: WorkloadMode,
+        port: u32,
+    ) -> bool {
+        let ns = self.metadata.namespace == namespace || self.metadata.namespace == ROOT_NAMESPACE;
         let selected = self
             .spec
             .selector
@@ -235,7 +289,7 @@ impl WasmPlugin {
                 let port_ok = m.ports.is_empty() || m.ports.iter().any(|p| p.number == port);
                 mode_ok && port_ok
             });
-        selected && traffic
+        ns && selected && traffic
     }
 
     /// The Envoy HTTP filter istiod would generate for this plugin (see the module doc).
@@ -291,7 +345,10 @@ impl WasmPlugin {
                 FailStrategy::FailReload => "FAIL_RELOAD",
             },
         });
-        let plugin_config = self.plugin_config();
+        let mut plugin_config = self.plugin_config();
+        if let Some(patch) = overlay.plugin_config.get(&name) {
+            merge_patch(&mut plugin_config, patch);
+        }
         if plugin_config.as_object().is_some_and(|o| !o.is_empty()) {
             config["configuration"] = json!({
                 "@type": "type.googleapis.com/google.protobuf.StringValue",

@@ -17,7 +17,7 @@ apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata:
   name: demo
-  namespace: shop
+  namespace: ecommerce
 spec:
   selector:
     matchLabels: {app: product}
@@ -47,6 +47,7 @@ fn overlay() -> Overlay {
             PathBuf::from("/opt/demo.wasm"),
         )]),
         host_env: BTreeMap::new(),
+        plugin_config: BTreeMap::new(),
     }
 }
 
@@ -55,11 +56,11 @@ fn istiod_translation_is_pinned() -> Result<()> {
     let plugin = WasmPlugin::from_yaml(FULL)?;
     let filter = plugin.to_envoy_filter(&overlay())?;
     let expected = json!({
-        "name": "shop.demo",
+        "name": "ecommerce.demo",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "shop.demo",
+                "name": "ecommerce.demo",
                 "root_id": "demo_root",
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -101,7 +102,7 @@ fn defaults_fail_closed_and_empty_plugin_config_has_no_configuration() -> Result
 fn order_is_phase_then_priority_then_name() -> Result<()> {
     let p = |name: &str, phase: Option<&str>, priority: Option<i32>| {
         let mut y = format!(
-            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}}}\nspec:\n  url: file:///{name}.wasm\n"
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}, namespace: ecommerce}}\nspec:\n  url: file:///{name}.wasm\n"
         );
         if let Some(ph) = phase {
             y += &format!("  phase: {ph}\n");
@@ -158,6 +159,32 @@ fn selector_mode_and_ports_pick_the_traffic() -> Result<()> {
         8081
     ));
     assert!(!plugin.applies_to(&gateway_labels(), WorkloadMode::Client, 8081));
+    assert!(
+        !plugin.applies_in("other", &product, WorkloadMode::Server, 8081),
+        "another namespace"
+    );
+    let mut root = plugin.clone();
+    root.metadata.namespace = "istio-system".into();
+    assert!(
+        root.applies_in("other", &product, WorkloadMode::Server, 8081),
+        "the root namespace reaches all"
+    );
+    Ok(())
+}
+
+#[test]
+fn overlays_patch_plugin_config_locally() -> Result<()> {
+    let plugin = WasmPlugin::from_yaml(FULL)?;
+    let mut o = overlay();
+    o.plugin_config.insert(
+        "ecommerce.demo".into(),
+        json!({"b": null, "a": {"local": true}}),
+    );
+    let f = plugin.to_envoy_filter(&o)?;
+    assert_eq!(
+        f["typed_config"]["config"]["configuration"]["value"],
+        "{\"a\":{\"local\":true,\"nested\":[1,\"x\"]}}"
+    );
     Ok(())
 }
 

@@ -1,0 +1,76 @@
+// A real OpenID Provider for the OAuth2 filter's tests: node-oidc-provider with its development
+// login form (any login/password is accepted), one confidential client, short token lifetimes.
+//
+// Configured by environment (all optional except IDP_PORT):
+//   IDP_PORT                port on 127.0.0.1
+//   IDP_CLIENT_ID / IDP_CLIENT_SECRET        the client (default shop / shop-secret)
+//   IDP_REDIRECT_URIS       comma-separated redirect URIs
+//   IDP_POST_LOGOUT_URIS    comma-separated post-logout redirect URIs
+//   IDP_AUTH_METHOD         client_secret_basic (default) or client_secret_post
+//   IDP_ALG                 RS256 (default) or ES256: the ID token signing algorithm
+//   IDP_TOKEN_TTL           access and ID token lifetime, seconds (default 300)
+//   IDP_ROTATE_REFRESH      "1": refresh tokens rotate on every use (default "1")
+// A fresh signing key with a fresh kid is generated at every start, so restarting the provider
+// rotates its signing keys. Prints "ready <issuer>" on stdout when listening; every token
+// endpoint request is logged as "token <grant_type>" (tests count refreshes this way).
+import Provider from 'oidc-provider';
+import { generateKeyPair, exportJWK } from 'jose';
+import { randomUUID } from 'node:crypto';
+
+const env = process.env;
+const port = Number(env.IDP_PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const alg = env.IDP_ALG || 'RS256';
+const ttl = Number(env.IDP_TOKEN_TTL || 300);
+const list = (v, d) => (v ? v.split(',').filter(Boolean) : d);
+
+const { privateKey } = await generateKeyPair(alg, { extractable: true });
+const jwk = { ...(await exportJWK(privateKey)), kid: `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, alg, use: 'sig' };
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: env.IDP_CLIENT_ID || 'shop',
+    client_secret: env.IDP_CLIENT_SECRET || 'shop-secret',
+    redirect_uris: list(env.IDP_REDIRECT_URIS, ['http://127.0.0.1/oauth2/callback']),
+    post_logout_redirect_uris: list(env.IDP_POST_LOGOUT_URIS, []),
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: env.IDP_AUTH_METHOD || 'client_secret_basic',
+    id_token_signed_response_alg: alg,
+  }],
+  jwks: { keys: [jwk] },
+  // Users: any login; the account id is the login, with a few standard claims.
+  findAccount: async (_ctx, id) => ({
+    accountId: id,
+    claims: async () => ({ sub: id, email: `${id}@example.com`, email_verified: true, name: id, groups: ['customers'] }),
+  }),
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
+  scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    revocation: { enabled: true },
+  },
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: env.IDP_ROTATE_REFRESH !== '0',
+  ttl: {
+    AccessToken: ttl,
+    IdToken: ttl,
+    RefreshToken: 3600,
+    Interaction: 600,
+    Session: 3600,
+    Grant: 3600,
+  },
+  pkce: { required: () => true },
+  // Put the scopes' claims (email, name, groups) in the ID token, as most IdPs do.
+  conformIdTokenClaims: false,
+  cookies: { keys: ['meshwright-test-idp-cookie-key'] },
+});
+provider.on('grant.success', (ctx) => {
+  console.log(`token ${ctx.oidc.params?.grant_type ?? '?'}`);
+});
+provider.on('grant.error', (ctx, err) => {
+  console.log(`token-error ${ctx.oidc.params?.grant_type ?? '?'} ${err.message}`);
+});
+provider.listen(port, '127.0.0.1', () => console.log(`ready ${issuer}`));
+process.on('SIGTERM', () => process.exit(0));
