@@ -13,11 +13,19 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// The filters: (name of dist/<name>.wasm, cargo package, artifact stem).
-const FILTERS: &[(&str, &str, &str)] = &[("fault", "meshwright-fault", "meshwright_fault")];
+const FILTERS: &[(&str, &str, &str)] = &[
+    ("fault", "meshwright-fault", "meshwright_fault"),
+    ("oauth2", "meshwright-oauth2", "meshwright_oauth2"),
+];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
-const WASM_CRATES: &[&str] = &["meshwright-shared", "meshwright-host", "meshwright-fault"];
-const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault"];
+const WASM_CRATES: &[&str] = &[
+    "meshwright-shared",
+    "meshwright-host",
+    "meshwright-fault",
+    "meshwright-oauth2",
+];
+const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault", "meshwright-oauth2"];
 
 const USAGE: &str = "usage: cargo xtask <command>
 

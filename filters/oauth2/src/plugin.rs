@@ -1,0 +1,939 @@
+//! proxy-wasm glue: IdP documents fetched by the root context, per-request decisions
+//! ([`Gate::decide`]) carried out, token-endpoint calls made from the request's own context.
+//!
+//! Per VM (= per worker) state lives in one [`Vm`] shared by the root context and the HTTP
+//! contexts. No RefCell borrow is held across a host call that can re-enter the VM.
+//!
+//! - Discovery and JWKS: fetched by the root context at start, retried with backoff while the
+//!   IdP is unreachable, refreshed every `discovery.refresh_s`; the JWKS also on an unknown `kid`
+//!   (at most every `jwks_min_refetch_s`).
+//! - Requests that need the IdP before its documents are loaded (or an expired session whose
+//!   refresh another request is doing) are parked; they are decided again when the documents
+//!   arrive, and get 503 after `discovery.wait_ms`.
+//! - One refresh per session across all workers: a slot in the proxy's shared data
+//!   (`meshwright.oauth2.refresh.<n>`, 1,024 slots) is claimed with compare-and-swap; the winner
+//!   calls the token endpoint and publishes the new sealed session there, so requests still
+//!   carrying the old cookie adopt it (and hand the browser the new cookie).
+
+use crate::cache::SessionCache;
+use crate::config::OAuth2Config;
+use crate::flow::{
+    self, Claim, Decision, Entropy, Failure, Forward, Gate, Outcome, RefreshSlots, Reply, TokenCall,
+};
+use crate::idp::{self, Discovery, Jwks};
+use crate::session::{CookieNames, LoginTxn, Session, expire_all};
+use crate::stats;
+use meshwright_host::metrics::Counter;
+use meshwright_host::parked::Parked;
+use meshwright_host::{abi, clock, logging, shared_data};
+use meshwright_shared::config::ConfigError;
+use meshwright_shared::headers::HeaderList;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, MapType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+const REFRESH_SLOTS: u64 = 1024;
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+#[cfg(feature = "entrypoint")]
+proxy_wasm::main! {{
+    logging::init("oauth2");
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(OAuth2Root { vm: Rc::new(Vm::default()) }) });
+}}
+
+/// Everything built at `on_configure`.
+struct Runtime {
+    cfg: OAuth2Config,
+    names: CookieNames,
+    counters: HashMap<&'static str, Counter>,
+    login_failed: HashMap<&'static str, Counter>,
+}
+
+impl Runtime {
+    fn inc(&self, name: &str) {
+        if let Some(c) = self.counters.get(name) {
+            c.inc();
+        }
+    }
+
+    fn failed(&self, f: Failure) {
+        if let Some(c) = self.login_failed.get(f.label()) {
+            c.inc();
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.inc(match outcome {
+            Outcome::Authenticated => "requests_authenticated",
+            Outcome::Bypassed => "requests_bypassed",
+            Outcome::BearerAccepted => "bearer_accepted",
+            Outcome::BearerRejected => "bearer_rejected",
+            Outcome::LoginStarted => "logins_started",
+            Outcome::Unauthenticated401 => "unauthenticated_401",
+            Outcome::InvalidSession => "sessions_invalid",
+            Outcome::ExpiredSession => "sessions_expired",
+            Outcome::CookieTooLarge => "cookie_too_large",
+            Outcome::CallbackRejected => "callbacks_rejected",
+            Outcome::Logout => "logouts",
+            Outcome::Callback | Outcome::Jwks | Outcome::BadRequest => return,
+        });
+    }
+}
+
+#[derive(Default)]
+struct IdpState {
+    discovery: Option<Rc<Discovery>>,
+    jwks: Option<Rc<Jwks>>,
+    /// In-flight root calls.
+    discovery_call: Option<u32>,
+    jwks_call: Option<u32>,
+    next_discovery_ms: u64,
+    next_jwks_ms: u64,
+    failures: u32,
+    last_jwks_fetch_ms: u64,
+}
+
+/// What a paused request is waiting for.
+enum Pending {
+    Exchange {
+        token: u32,
+        txn: LoginTxn,
+        login_cookie: String,
+        headers: HeaderList,
+    },
+    ExchangeNeedsKeys {
+        token: u32,
+        txn: LoginTxn,
+        login_cookie: String,
+        headers: HeaderList,
+        tokens: flow::TokenSet,
+    },
+    Refresh {
+        token: u32,
+        session: Session,
+        fallback: Option<Forward>,
+        headers: HeaderList,
+    },
+}
+
+#[derive(Default)]
+struct Vm {
+    runtime: RefCell<Option<Rc<Runtime>>>,
+    idp: RefCell<IdpState>,
+    cache: RefCell<Option<SessionCache>>,
+    /// Paused requests; the payload is when their wait ends (then 503).
+    parked: RefCell<Option<Parked<u64>>>,
+    pending: RefCell<HashMap<u32, Pending>>,
+    response_cookies: RefCell<HashMap<u32, Vec<String>>>,
+}
+
+struct HostEntropy;
+
+impl Entropy for HostEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if getrandom::fill(buf).is_err() {
+            // Envoy implements WASI random_get; should a host not, fall back to the clock mixed
+            // through SipHash rather than emit zeros, and say so.
+            log::error!("no host randomness; session secrets are weak");
+            use std::hash::{BuildHasher, Hasher};
+            for (i, b) in buf.iter_mut().enumerate() {
+                let mut h = std::hash::RandomState::new().build_hasher();
+                h.write_u64(abi::now_nanos().unwrap_or(0) ^ i as u64);
+                *b = h.finish() as u8;
+            }
+        }
+    }
+}
+
+/// Refresh slots in the proxy's shared data. Value: `<sid>|L|<until_ms>` (a refresh in flight)
+/// or `<sid>|D|<done_ms>|<sealed>` (done: the new session).
+struct SharedSlots;
+
+fn slot_key(sid: &str) -> String {
+    let slot = meshwright_shared::hash::fnv1a64(sid.as_bytes()) % REFRESH_SLOTS;
+    format!("meshwright.oauth2.refresh.{slot}")
+}
+
+impl RefreshSlots for SharedSlots {
+    fn claim(&mut self, sid: &str, now_ms: u64) -> Claim {
+        let lease_ms = 10_000;
+        let result = shared_data::update(&slot_key(sid), 8, |current| {
+            let text = current
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("");
+            let mut parts = text.splitn(4, '|');
+            let (owner, state, at, sealed) =
+                (parts.next(), parts.next(), parts.next(), parts.next());
+            let at: u64 = at.and_then(|a| a.parse().ok()).unwrap_or(0);
+            match (owner == Some(sid), state) {
+                (_, Some("L")) if at > now_ms => (None, Claim::Busy),
+                (true, Some("D")) if now_ms < at.saturating_add(60_000) => {
+                    (None, Claim::Refreshed(sealed.unwrap_or("").to_owned()))
+                }
+                _ => (
+                    Some(format!("{sid}|L|{}", now_ms.saturating_add(lease_ms)).into_bytes()),
+                    Claim::Acquired,
+                ),
+            }
+        });
+        // Shared data unavailable or contended: refreshing without coordination is better than
+        // not refreshing.
+        result.unwrap_or(Claim::Acquired)
+    }
+
+    fn complete(&mut self, sid: &str, sealed: &str, now_ms: u64) {
+        let _ = abi::set_shared_data(
+            &slot_key(sid),
+            format!("{sid}|D|{now_ms}|{sealed}").as_bytes(),
+            0,
+        );
+    }
+
+    fn release(&mut self, sid: &str) {
+        let _ = abi::set_shared_data(&slot_key(sid), b"", 0);
+    }
+}
+
+struct OAuth2Root {
+    vm: Rc<Vm>,
+}
+
+impl Context for OAuth2Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(rt) = self.vm.runtime.borrow().clone() else {
+            return;
+        };
+        let now = clock::now_ms();
+        let status = call_status();
+        let body = abi::http_call_response_body(body_size).unwrap_or_default();
+        let ready = {
+            let mut idp = self.vm.idp.borrow_mut();
+            if idp.discovery_call == Some(token) {
+                idp.discovery_call = None;
+                rt.inc("discovery_fetches");
+                match (status, idp::parse_discovery(&body, &rt.cfg.issuer)) {
+                    (Some(200), Ok(d)) => {
+                        log::info!("discovery loaded from {}", rt.cfg.issuer);
+                        idp.discovery = Some(Rc::new(d));
+                        idp.failures = 0;
+                        idp.next_discovery_ms =
+                            now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
+                        idp.next_jwks_ms = now;
+                    }
+                    (s, r) => {
+                        rt.inc("discovery_failures");
+                        log::warn!(
+                            "discovery from {} failed: status {s:?}, {:?}",
+                            rt.cfg.issuer,
+                            r.err()
+                        );
+                        idp.next_discovery_ms = now.saturating_add(backoff(&mut idp.failures));
+                    }
+                }
+            } else if idp.jwks_call != Some(token) {
+                drop(idp);
+                // A token-endpoint or JWKS call made for a request while the root context was
+                // deciding it (parked requests are decided from the tick).
+                call_response(&self.vm, token, body_size);
+                return;
+            } else {
+                idp.jwks_call = None;
+                rt.inc("jwks_fetches");
+                match (status, idp::parse_jwks(&body)) {
+                    (Some(200), Ok(j)) => {
+                        log::info!("JWKS loaded: {j:?}");
+                        idp.jwks = Some(Rc::new(j));
+                        idp.failures = 0;
+                        idp.last_jwks_fetch_ms = now;
+                        idp.next_jwks_ms = now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
+                    }
+                    (s, r) => {
+                        rt.inc("jwks_failures");
+                        log::warn!("JWKS fetch failed: status {s:?}, {:?}", r.err());
+                        idp.next_jwks_ms = now.saturating_add(backoff(&mut idp.failures));
+                    }
+                }
+            }
+            idp.discovery.is_some() && idp.jwks.is_some()
+        };
+        if ready {
+            self.recheck_parked(now, true);
+        }
+        self.fetch_due(now);
+    }
+}
+
+fn backoff(failures: &mut u32) -> u64 {
+    *failures = failures.saturating_add(1);
+    (500u64 << (*failures).min(6)).min(MAX_BACKOFF_MS)
+}
+
+impl OAuth2Root {
+    /// Starts the discovery or JWKS fetch that is due.
+    fn fetch_due(&self, now: u64) {
+        let Some(rt) = self.vm.runtime.borrow().clone() else {
+            return;
+        };
+        let (want_discovery, want_jwks) = {
+            let idp = self.vm.idp.borrow();
+            let in_flight = idp.discovery_call.is_some() || idp.jwks_call.is_some();
+            (
+                !in_flight && now >= idp.next_discovery_ms,
+                !in_flight && idp.discovery.is_some() && now >= idp.next_jwks_ms,
+            )
+        };
+        let endpoint = if want_discovery {
+            idp::discovery_endpoint(&rt.cfg.issuer)
+        } else if want_jwks {
+            self.vm
+                .idp
+                .borrow()
+                .discovery
+                .as_ref()
+                .map(|d| d.jwks_uri.clone())
+        } else {
+            None
+        };
+        let Some(ep) = endpoint else { return };
+        match get(&rt.cfg, &ep) {
+            Ok(token) => {
+                let mut idp = self.vm.idp.borrow_mut();
+                if want_discovery {
+                    idp.discovery_call = Some(token);
+                } else {
+                    idp.jwks_call = Some(token);
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot call the IdP through cluster {}: {e}",
+                    rt.cfg.idp_cluster
+                );
+                let mut idp = self.vm.idp.borrow_mut();
+                let wait = backoff(&mut idp.failures);
+                idp.next_discovery_ms = now.saturating_add(wait);
+                idp.next_jwks_ms = now.saturating_add(wait);
+            }
+        }
+    }
+
+    /// Decides parked requests again: all of them (`all`: the IdP's documents just arrived), or
+    /// those due for a look; a request whose wait is over gets 503.
+    fn recheck_parked(&self, now: u64, all: bool) {
+        let Some(parked) = self.vm.parked.borrow().clone() else {
+            return;
+        };
+        let Some(rt) = self.vm.runtime.borrow().clone() else {
+            return;
+        };
+        for (id, deadline) in parked.take_due(if all { u64::MAX } else { now }) {
+            if abi::set_effective_context(id).is_err() {
+                continue;
+            }
+            if now >= deadline {
+                rt.inc("idp_wait_timeouts");
+                let _ = send(&reply_503("identity_provider_unavailable"));
+            } else if matches!(process(id, &self.vm, Some(deadline)), Action::Continue) {
+                let _ = abi::resume_request();
+            }
+        }
+    }
+}
+
+fn call_status() -> Option<u16> {
+    abi::header(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+}
+
+/// GET an IdP document through the IdP cluster.
+fn get(cfg: &OAuth2Config, ep: &idp::Endpoint) -> Result<u32, abi::HostError> {
+    abi::dispatch_http_call(
+        &cfg.idp_cluster,
+        &[
+            (":method", "GET"),
+            (":path", &ep.path),
+            (":authority", &ep.authority),
+            ("accept", "application/json"),
+        ],
+        b"",
+        cfg.call_timeout_ms,
+    )
+}
+
+fn post(cfg: &OAuth2Config, call: &TokenCall) -> Result<u32, abi::HostError> {
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", "POST"),
+        (":path", &call.path),
+        (":authority", &call.authority),
+    ];
+    headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    abi::dispatch_http_call(
+        &cfg.idp_cluster,
+        &headers,
+        call.body.as_bytes(),
+        cfg.call_timeout_ms,
+    )
+}
+
+impl RootContext for OAuth2Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        logging::refresh_level();
+        let env = |name: &str| std::env::var(name).ok();
+        let built = abi::plugin_configuration()
+            .map_err(|e| {
+                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
+            })
+            .and_then(|bytes| OAuth2Config::from_json(&bytes, &env));
+        let cfg = match built {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("{e}");
+                return false;
+            }
+        };
+        let counters = stats::COUNTERS
+            .iter()
+            .map(|n| (*n, Counter::define(&stats::counter(n))))
+            .collect();
+        let login_failed = [
+            Failure::IdpError,
+            Failure::UnknownState,
+            Failure::StateMismatch,
+            Failure::IssuerMismatch,
+            Failure::TokenEndpoint,
+            Failure::TokenResponse,
+            Failure::UnknownKey,
+            Failure::IdToken,
+            Failure::SessionTooLarge,
+            Failure::JwksUnavailable,
+        ]
+        .into_iter()
+        .map(|f| (f.label(), Counter::define(&stats::login_failed(f.label()))))
+        .collect();
+        log::info!(
+            "configured: issuer {}, client {}, forwarding {:?}, cookie keys {}",
+            cfg.issuer,
+            cfg.client_id,
+            cfg.forward_token,
+            cfg.keys.sealing_kid()
+        );
+        *self.vm.cache.borrow_mut() = Some(SessionCache::new(cfg.cache_entries));
+        self.vm
+            .parked
+            .borrow_mut()
+            .get_or_insert_with(|| Parked::new(50, 1000));
+        *self.vm.runtime.borrow_mut() = Some(Rc::new(Runtime {
+            names: CookieNames::new(&cfg.cookie.name),
+            cfg,
+            counters,
+            login_failed,
+        }));
+        let _ = abi::set_tick_period_ms(1000);
+        self.fetch_due(clock::now_ms());
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = clock::now_ms();
+        self.recheck_parked(now, false);
+        self.fetch_due(now);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(OAuth2Http {
+            id: context_id,
+            vm: Rc::clone(&self.vm),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Reads the headers a decision needs from the current (effective) HTTP context.
+fn read_headers(rt: &Runtime) -> HeaderList {
+    let mut h = HeaderList::with_capacity(flow::HEADERS_READ.len() + 1);
+    for name in flow::HEADERS_READ
+        .iter()
+        .copied()
+        .chain([rt.cfg.forward_header.as_str()])
+    {
+        if let Ok(Some(v)) = abi::header(MapType::HttpRequestHeaders, name) {
+            h.push(name, v);
+        }
+    }
+    h
+}
+
+fn send(r: &Reply) -> Result<(), abi::HostError> {
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    abi::send_local_response(
+        u32::from(r.status),
+        &headers,
+        r.body.as_bytes(),
+        None,
+        "meshwright_oauth2",
+    )
+}
+
+fn apply(vm: &Vm, id: u32, f: Forward) {
+    for h in &f.remove {
+        let _ = abi::remove_header(MapType::HttpRequestHeaders, h);
+    }
+    for (k, v) in &f.set {
+        let _ = abi::set_header(MapType::HttpRequestHeaders, k, v);
+    }
+    match &f.cookie {
+        Some(Some(c)) => {
+            let _ = abi::set_header(MapType::HttpRequestHeaders, "cookie", c);
+        }
+        Some(None) => {
+            let _ = abi::remove_header(MapType::HttpRequestHeaders, "cookie");
+        }
+        None => {}
+    }
+    if !f.response_cookies.is_empty() {
+        vm.response_cookies
+            .borrow_mut()
+            .insert(id, f.response_cookies);
+    }
+}
+
+fn reply_503(why: &str) -> Reply {
+    Reply {
+        status: 503,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: format!(r#"{{"error":"{why}"}}"#),
+    }
+}
+
+/// How often a parked request is decided again (a refresh done by another request).
+const RECHECK_MS: u64 = 100;
+
+/// Decides request `id` (the current or effective HTTP context) and acts on the decision.
+/// `deadline`: the end of the wait of a request that was parked before.
+fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
+    let Some(rt) = vm.runtime.borrow().clone() else {
+        return Action::Continue;
+    };
+    let headers = read_headers(&rt);
+    let now = clock::now_ms();
+    let (discovery, jwks) = {
+        let idp = vm.idp.borrow();
+        (idp.discovery.clone(), idp.jwks.clone())
+    };
+    let gate = Gate {
+        cfg: &rt.cfg,
+        names: &rt.names,
+        discovery: discovery.as_deref(),
+        jwks: jwks.as_deref(),
+    };
+    let decision = {
+        let mut cache = vm.cache.borrow_mut();
+        let Some(cache) = cache.as_mut() else {
+            return Action::Continue;
+        };
+        gate.decide(&headers, now, cache, &mut HostEntropy, &mut SharedSlots)
+    };
+    match decision {
+        Decision::Forward(f, outcome) => {
+            rt.count(outcome);
+            apply(vm, id, f);
+            Action::Continue
+        }
+        Decision::Reply(r, outcome) => {
+            rt.count(outcome);
+            let _ = send(&r);
+            Action::Pause
+        }
+        Decision::Wait => {
+            let parked = vm.parked.borrow().clone();
+            let first = deadline.is_none();
+            let deadline = deadline.unwrap_or_else(|| now.saturating_add(rt.cfg.discovery_wait_ms));
+            let recheck = now.saturating_add(RECHECK_MS).min(deadline);
+            match parked {
+                Some(p) if now < deadline && p.park(id, recheck, deadline) => {
+                    if first {
+                        rt.inc("idp_waits");
+                    }
+                    Action::Pause
+                }
+                _ => {
+                    rt.inc("idp_wait_timeouts");
+                    let _ = send(&reply_503("identity_provider_unavailable"));
+                    Action::Pause
+                }
+            }
+        }
+        Decision::Exchange {
+            txn,
+            call,
+            login_cookie,
+        } => match post(&rt.cfg, &call) {
+            Ok(token) => {
+                vm.pending.borrow_mut().insert(
+                    id,
+                    Pending::Exchange {
+                        token,
+                        txn,
+                        login_cookie,
+                        headers,
+                    },
+                );
+                Action::Pause
+            }
+            Err(e) => {
+                log::warn!("token endpoint call failed to start: {e}");
+                rt.failed(Failure::TokenEndpoint);
+                let _ = send(&reply_503("identity_provider_unavailable"));
+                Action::Pause
+            }
+        },
+        Decision::Refresh {
+            session,
+            call,
+            fallback,
+        } => match post(&rt.cfg, &call) {
+            Ok(token) => {
+                rt.inc("refreshes");
+                vm.pending.borrow_mut().insert(
+                    id,
+                    Pending::Refresh {
+                        token,
+                        session,
+                        fallback,
+                        headers,
+                    },
+                );
+                Action::Pause
+            }
+            Err(e) => {
+                log::warn!("refresh call failed to start: {e}");
+                SharedSlots.release(&session.id);
+                rt.inc("refresh_failures");
+                match fallback {
+                    Some(f) => {
+                        apply(vm, id, f);
+                        Action::Continue
+                    }
+                    None => {
+                        let _ = send(&reply_503("identity_provider_unavailable"));
+                        Action::Pause
+                    }
+                }
+            }
+        },
+    }
+}
+
+struct OAuth2Http {
+    id: u32,
+    vm: Rc<Vm>,
+}
+
+impl Context for OAuth2Http {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        call_response(&self.vm, token, body_size);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.vm.pending.borrow_mut().remove(&self.id);
+        self.vm.response_cookies.borrow_mut().remove(&self.id);
+        if let Some(p) = self.vm.parked.borrow().as_ref() {
+            p.remove(self.id);
+        }
+        true
+    }
+}
+
+/// The answer to a call made for request `id` (token exchange, refresh, JWKS refetch): find
+/// the request by the call's token, make it the effective context, and finish what it waits for.
+fn call_response(vm: &Vm, token: u32, body_size: usize) {
+    let Some(rt) = vm.runtime.borrow().clone() else {
+        return;
+    };
+    let found = {
+        let mut pending = vm.pending.borrow_mut();
+        let id = pending
+            .iter()
+            .find(|(_, p)| p.token() == token)
+            .map(|(id, _)| *id);
+        id.and_then(|id| pending.remove(&id).map(|p| (id, p)))
+    };
+    let Some((id, pending)) = found else { return };
+    let status = call_status();
+    let body = abi::http_call_response_body(body_size).unwrap_or_default();
+    if abi::set_effective_context(id).is_err() {
+        return;
+    }
+    let now = clock::now_ms();
+    match pending {
+        Pending::Exchange {
+            txn,
+            login_cookie,
+            headers,
+            ..
+        } => match flow::parse_token_response(status.unwrap_or(0), &body) {
+            Ok(tokens) => {
+                complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, true)
+            }
+            Err(f) => login_failed(&rt, f),
+        },
+        Pending::ExchangeNeedsKeys {
+            txn,
+            login_cookie,
+            headers,
+            tokens,
+            ..
+        } => {
+            {
+                let mut idp = vm.idp.borrow_mut();
+                rt.inc("jwks_fetches");
+                match (status, idp::parse_jwks(&body)) {
+                    (Some(200), Ok(j)) => idp.jwks = Some(Rc::new(j)),
+                    _ => rt.inc("jwks_failures"),
+                }
+            }
+            complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, false);
+        }
+        Pending::Refresh {
+            session,
+            fallback,
+            headers,
+            ..
+        } => {
+            complete_refresh(vm, &rt, id, session, fallback, headers, status, &body, now);
+        }
+    }
+}
+
+impl Pending {
+    fn token(&self) -> u32 {
+        match self {
+            Self::Exchange { token, .. }
+            | Self::ExchangeNeedsKeys { token, .. }
+            | Self::Refresh { token, .. } => *token,
+        }
+    }
+}
+
+fn login_failed(rt: &Runtime, f: Failure) {
+    rt.failed(f);
+    log::info!("login failed: {}", f.label());
+    let _ = send(&Reply {
+        status: if matches!(f, Failure::TokenEndpoint | Failure::JwksUnavailable) {
+            502
+        } else {
+            401
+        },
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: format!(r#"{{"error":"login_failed","reason":"{}"}}"#, f.label()),
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn complete_login(
+    vm: &Vm,
+    rt: &Runtime,
+    id: u32,
+    txn: LoginTxn,
+    login_cookie: String,
+    headers: HeaderList,
+    tokens: flow::TokenSet,
+    now: u64,
+    may_refetch: bool,
+) {
+    let (discovery, jwks) = {
+        let idp = vm.idp.borrow();
+        (idp.discovery.clone(), idp.jwks.clone())
+    };
+    let gate = Gate {
+        cfg: &rt.cfg,
+        names: &rt.names,
+        discovery: discovery.as_deref(),
+        jwks: jwks.as_deref(),
+    };
+    let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
+        .unwrap_or("")
+        .to_owned();
+    match gate.finish_login(
+        &txn,
+        &login_cookie,
+        &tokens,
+        &cookie,
+        now / 1000,
+        &mut HostEntropy,
+    ) {
+        Ok(reply) => {
+            rt.inc("logins_succeeded");
+            let _ = send(&reply);
+        }
+        Err(Failure::UnknownKey) if may_refetch => {
+            // The IdP rotated its keys: fetch the JWKS (rate-limited), then verify again.
+            let allowed = {
+                let idp = vm.idp.borrow();
+                now >= idp
+                    .last_jwks_fetch_ms
+                    .saturating_add(rt.cfg.jwks_min_refetch_s * 1000)
+            };
+            let call = discovery.as_ref().map(|d| get(&rt.cfg, &d.jwks_uri));
+            match (allowed, call) {
+                (true, Some(Ok(token))) => {
+                    vm.idp.borrow_mut().last_jwks_fetch_ms = now;
+                    vm.pending.borrow_mut().insert(
+                        id,
+                        Pending::ExchangeNeedsKeys {
+                            token,
+                            txn,
+                            login_cookie,
+                            headers,
+                            tokens,
+                        },
+                    );
+                }
+                _ => login_failed(rt, Failure::UnknownKey),
+            }
+        }
+        Err(f) => login_failed(rt, f),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn complete_refresh(
+    vm: &Vm,
+    rt: &Runtime,
+    id: u32,
+    old: Session,
+    fallback: Option<Forward>,
+    headers: HeaderList,
+    status: Option<u16>,
+    body: &[u8],
+    now: u64,
+) {
+    let (discovery, jwks) = {
+        let idp = vm.idp.borrow();
+        (idp.discovery.clone(), idp.jwks.clone())
+    };
+    let gate = Gate {
+        cfg: &rt.cfg,
+        names: &rt.names,
+        discovery: discovery.as_deref(),
+        jwks: jwks.as_deref(),
+    };
+    let now_s = now / 1000;
+    let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
+        .unwrap_or("")
+        .to_owned();
+    let refreshed = flow::parse_token_response(status.unwrap_or(0), body)
+        .and_then(|t| gate.finish_refresh(&old, &t, now_s))
+        .and_then(|s| {
+            let sealed = gate
+                .seal_session(&s, &mut HostEntropy)
+                .ok_or(Failure::SessionTooLarge)?;
+            let cookies = crate::session::session_cookies(
+                &rt.names,
+                &sealed,
+                &rt.cfg.cookie,
+                s.expires.saturating_sub(now_s),
+                Some(&cookie),
+            )
+            .ok_or(Failure::SessionTooLarge)?;
+            Ok((s, sealed, cookies))
+        });
+    match refreshed {
+        Ok((session, sealed, cookies)) => {
+            SharedSlots.complete(&session.id, &sealed, now);
+            let entry = gate.entry(session, now_s);
+            let mut f = gate.forward(&entry, &cookie);
+            f.response_cookies = cookies;
+            if let Some(cache) = vm.cache.borrow_mut().as_mut() {
+                let key = cache.key(&sealed);
+                cache.insert(key, entry);
+            }
+            rt.count(Outcome::Authenticated);
+            apply(vm, id, f);
+            let _ = abi::resume_request();
+        }
+        Err(f) => {
+            SharedSlots.release(&old.id);
+            rt.inc("refresh_failures");
+            log::info!("refresh failed: {}", f.label());
+            // The IdP refused the refresh token (revoked, reused, session ended): log in again.
+            // A transient failure with a still-valid token: go on with it.
+            let refused = matches!(status, Some(400 | 401));
+            match (refused, fallback) {
+                (false, Some(fwd)) => {
+                    rt.count(Outcome::Authenticated);
+                    apply(vm, id, fwd);
+                    let _ = abi::resume_request();
+                }
+                _ => {
+                    let clear = expire_all(
+                        &rt.names,
+                        &rt.cfg.cookie,
+                        &cookie,
+                        &rt.cfg.callback_path,
+                        &rt.cfg.logout_path,
+                    );
+                    let path = meshwright_shared::HeaderSource::header(&headers, ":path")
+                        .unwrap_or("/")
+                        .to_owned();
+                    match gate.unauthenticated(
+                        &headers,
+                        &path,
+                        clear,
+                        Outcome::ExpiredSession,
+                        now_s,
+                        &mut HostEntropy,
+                    ) {
+                        Decision::Reply(r, outcome) => {
+                            rt.count(outcome);
+                            let _ = send(&r);
+                        }
+                        _ => {
+                            let _ = send(&reply_503("identity_provider_unavailable"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl HttpContext for OAuth2Http {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        process(self.id, &self.vm, None)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let cookies = self.vm.response_cookies.borrow_mut().remove(&self.id);
+        for c in cookies.into_iter().flatten() {
+            let _ = abi::add_header(MapType::HttpResponseHeaders, "set-cookie", &c);
+        }
+        Action::Continue
+    }
+}

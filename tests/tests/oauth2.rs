@@ -1,0 +1,783 @@
+//! The OAuth2 filter at a real Envoy gateway (2 workers), against a real OpenID Provider
+//! (oidc-provider from npm) — logins through the IdP's own form, refreshes, rotations, attacks and
+//! IdP failures.
+
+use anyhow::{Context, Result};
+use meshwright_oauth2::idp::{Expect, parse_jwks};
+use meshwright_oauth2::seal::KeyRing;
+use meshwright_oauth2::session::{Session, seal_json};
+use meshwright_testbed::agent::{Agent, login_until, login_via_idp};
+use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
+use meshwright_testbed::load::fan_out;
+use meshwright_testbed::render::{Cluster, gateway_labels};
+use meshwright_testbed::upstream::Upstream;
+use meshwright_testbed::wasmplugin::{Overlay, WasmPlugin, WorkloadMode, shipped};
+use meshwright_testbed::{Bed, BedBuilder};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const KEYS_A: &str = "a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEYS_B_A: &str =
+    "b:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=,a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A gateway Envoy with the shipped oauth2 WasmPlugin pointed at a local IdP.
+struct Gateway {
+    bed: Bed,
+    idp: Idp,
+    base: String,
+    port: u16,
+}
+
+struct Setup {
+    idp_options: IdpOptions,
+    config: Value,
+    keys: &'static str,
+    start_idp: bool,
+    /// Send the filter's IdP calls here instead of straight to the IdP (a faulty proxy).
+    idp_via: Option<std::net::SocketAddr>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            idp_options: IdpOptions::default(),
+            config: json!({}),
+            keys: KEYS_A,
+            start_idp: true,
+            idp_via: None,
+        }
+    }
+}
+
+fn plugin(issuer: &str, patch: &Value) -> WasmPlugin {
+    let mut config = json!({
+        "issuer": issuer,
+        "idp_cluster": "idp",
+        "client_id": "shop",
+        "client_secret_env": "MESHWRIGHT_OAUTH2_CLIENT_SECRET",
+        "cookie_keys_env": "MESHWRIGHT_OAUTH2_COOKIE_KEYS",
+        "cookie": {"name": "meshwright", "secure": false},
+        "forward": {"token": "id_token", "claim_headers": {"x-user-email": "email", "x-user-id": "sub"}},
+        "bypass": [{"path": {"prefix": "/healthz"}}],
+        "discovery": {"wait_ms": 3000, "jwks_min_refetch_s": 0},
+    });
+    meshwright_testbed::wasmplugin::merge_patch(&mut config, patch);
+    shipped("oauth2")
+        .expect("wasmplugins/oauth2.yaml")
+        .with_plugin_config(config)
+}
+
+fn overlay() -> Overlay {
+    let mut o = Overlay::local().expect("wasmplugins/local/overlay.yaml");
+    o.plugin_config.clear();
+    o
+}
+
+impl Setup {
+    async fn start(self) -> Result<Gateway> {
+        let port = free_port()?;
+        let idp_port = free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let mut options = self.idp_options;
+        options.redirect_uris = vec![format!("{base}/oauth2/callback")];
+        options.post_logout_uris = vec![format!("{base}/")];
+        let mut idp = Idp::new(idp_port, options);
+        if self.start_idp {
+            idp.start().await?;
+        }
+        let idp_addr = self
+            .idp_via
+            .unwrap_or_else(|| format!("127.0.0.1:{idp_port}").parse().unwrap());
+        let builder: BedBuilder = Bed::builder()
+            .plugin(plugin(&idp.issuer, &self.config))
+            .overlay(overlay())
+            .workload(gateway_labels(), WorkloadMode::Client, 8080)
+            .listener_port(port)
+            .extra_cluster(Cluster::new("idp", &[idp_addr]))
+            .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", self.keys);
+        let bed = builder.start().await?;
+        Ok(Gateway {
+            bed,
+            idp,
+            base,
+            port,
+        })
+    }
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stat(&self, name: &str) -> Result<u64> {
+        self.bed
+            .envoy
+            .stat(&format!("wasmcustom.meshwright.oauth2.{name}"))
+            .await
+    }
+
+    /// The IdP's current JWKS.
+    async fn idp_jwks(&self) -> Result<meshwright_oauth2::idp::Jwks> {
+        let r = Agent::new()
+            .get(&format!("{}/jwks", self.idp.issuer))
+            .await?;
+        Ok(parse_jwks(&r.body)?)
+    }
+}
+
+fn echoed(page: &meshwright_testbed::client::Response) -> Result<Value> {
+    page.json().context("the upstream's echo")
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_cookie()
+-> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    agent.set_cookie(&gw.url("/"), "theme", "dark");
+    let (url, page) = login_via_idp(&agent, &gw.url("/account?tab=orders"), "alice").await?;
+    assert_eq!(
+        url,
+        gw.url("/account?tab=orders"),
+        "back at the original URL"
+    );
+    assert_eq!(page.status, 200);
+    let seen = echoed(&page)?;
+    assert_eq!(seen["path"], "/account?tab=orders");
+    let auth = seen["headers"]["authorization"]
+        .as_str()
+        .context("no Authorization upstream")?;
+    let token = auth.strip_prefix("Bearer ").context("not a Bearer")?;
+    let v = gw.idp_jwks().await?.verify(
+        token,
+        &Expect {
+            issuer: &gw.idp.issuer,
+            audience: "shop",
+            nonce: None,
+            now_s: now_s(),
+            leeway_s: 5,
+        },
+    )?;
+    assert_eq!(v.sub, "alice");
+    assert_eq!(seen["headers"]["x-user-email"], "alice@example.com");
+    assert_eq!(
+        seen["headers"]["cookie"], "theme=dark",
+        "the upstream never sees the filter's cookies"
+    );
+    // The session works for API calls too, and the IdP saw exactly one code exchange.
+    let api = agent
+        .send(
+            hyper::Method::GET,
+            &gw.url("/api/account"),
+            &[("sec-fetch-mode", "cors"), ("accept", "application/json")],
+            None,
+        )
+        .await?;
+    assert_eq!(api.status, 200);
+    assert_eq!(gw.idp.grants("authorization_code"), 1);
+    assert_eq!(gw.stat("logins_succeeded").await?, 1);
+    assert!(gw.stat("requests_authenticated").await? >= 2);
+    let prom = gw.bed.envoy.prometheus().await?;
+    assert!(
+        prom.contains("meshwright_oauth2_logins_succeeded{} 1"),
+        "{prom}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_calls_get_401_and_bypassed_paths_pass() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let api = Agent::api();
+    let r = api.get(&gw.url("/api/orders")).await?;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()?["login_url"], "/oauth2/start?rd=%2Fapi%2Forders");
+    let xhr = api
+        .send(
+            hyper::Method::GET,
+            &gw.url("/account"),
+            &[
+                ("x-requested-with", "XMLHttpRequest"),
+                ("accept", "text/html"),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(xhr.status, 401);
+    let health = api
+        .send(
+            hyper::Method::GET,
+            &gw.url("/healthz"),
+            &[("x-user-email", "spoof@evil.com")],
+            None,
+        )
+        .await?;
+    assert_eq!(health.status, 200);
+    assert!(
+        echoed(&health)?["headers"].get("x-user-email").is_none(),
+        "claim headers never come from clients"
+    );
+    assert_eq!(gw.stat("unauthenticated_401").await?, 2);
+    assert_eq!(gw.stat("requests_bypassed").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attacks_are_refused() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    let session = agent.cookies(&gw.url("/"))["meshwright"].value.clone();
+    let api_status = |cookie: String| {
+        let gw_url = gw.url("/api/me");
+        async move {
+            let a = Agent::api();
+            a.set_cookie(&gw_url, "meshwright", &cookie);
+            a.get(&gw_url).await.map(|r| r.status).unwrap_or(0)
+        }
+    };
+    assert_eq!(
+        api_status(session.clone()).await,
+        200,
+        "the genuine cookie works"
+    );
+    let flipped = format!(
+        "{}{}",
+        &session[..session.len() - 2],
+        if session.ends_with("AA") { "BB" } else { "AA" }
+    );
+    assert_eq!(api_status(flipped).await, 401, "tampered");
+    assert_eq!(
+        api_status(session[..session.len() / 2].to_owned()).await,
+        401,
+        "truncated"
+    );
+    // An expired session, sealed with the gateway's own key (what an old stolen cookie is).
+    let ring = KeyRing::parse(KEYS_A)?;
+    let expired = Session {
+        id: "x".into(),
+        sub: "alice".into(),
+        claims: Default::default(),
+        token: Some("t".into()),
+        token_exp: now_s() + 600,
+        refresh_token: None,
+        expires: now_s() - 1,
+    };
+    assert_eq!(
+        api_status(seal_json(&ring, "meshwright", &expired, [9; 24]).unwrap()).await,
+        401,
+        "expired"
+    );
+
+    // Spoofed identity headers are replaced.
+    let r = agent
+        .send(
+            hyper::Method::GET,
+            &gw.url("/x"),
+            &[
+                ("x-user-email", "admin@evil.com"),
+                ("authorization", "Bearer forged"),
+            ],
+            None,
+        )
+        .await?;
+    let seen = echoed(&r)?;
+    assert_eq!(seen["headers"]["x-user-email"], "alice@example.com");
+    assert_ne!(seen["headers"]["authorization"], "Bearer forged");
+
+    // A forged callback (no login cookie), and a replayed one.
+    let forged = Agent::new()
+        .get(&gw.url("/oauth2/callback?code=stolen&state=guessed"))
+        .await?;
+    assert_eq!(forged.status, 400);
+    let replay = Agent::new();
+    let (_, redirect) = login_until(
+        &replay,
+        &gw.url("/orders"),
+        "carol",
+        Some(&gw.url("/oauth2/callback")),
+    )
+    .await?;
+    let location = redirect
+        .header("location")
+        .context("redirect to the callback")?
+        .to_owned();
+    let callback = url::Url::parse(&gw.idp.issuer)?
+        .join(&location)?
+        .to_string();
+    assert!(
+        callback.starts_with(&gw.url("/oauth2/callback?")),
+        "{callback}"
+    );
+    let first = replay.get(&callback).await?;
+    assert_eq!(
+        (first.status, first.header("location")),
+        (302, Some("/orders"))
+    );
+    let again = replay.get(&callback).await?;
+    assert_eq!(again.status, 400, "a callback works once");
+
+    // Open redirect via the login URL's return parameter.
+    let evil = Agent::new();
+    let (url, _) = login_via_idp(
+        &evil,
+        &gw.url("/oauth2/start?rd=https%3A%2F%2Fevil.example%2F"),
+        "dave",
+    )
+    .await?;
+    assert_eq!(url, gw.url("/"), "an absolute return URL is replaced by /");
+    let (url, _) = login_via_idp(
+        &Agent::new(),
+        &gw.url("/oauth2/start?rd=%2F%2Fevil.example"),
+        "erin",
+    )
+    .await?;
+    assert_eq!(url, gw.url("/"));
+
+    // An oversized Cookie header.
+    let big = Agent::new();
+    big.set_cookie(&gw.url("/"), "junk", &"x".repeat(20_000));
+    assert_eq!(big.get(&gw.url("/")).await?.status, 431);
+    assert!(statuses_ok(&gw.bed).await);
+    assert!(gw.stat("callbacks_rejected").await? >= 2);
+    assert!(gw.stat("sessions_invalid").await? >= 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_once() -> Result<()> {
+    let gw = Setup {
+        idp_options: IdpOptions {
+            token_ttl_s: 12,
+            ..IdpOptions::default()
+        },
+        config: json!({"refresh": {"before_expiry_s": 6}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let agent = Agent::new();
+    let login_at = Instant::now();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    let token0 = echoed(&page)?["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Into the refresh window (6 s before expiry), the token still valid.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(login_at.elapsed())).await;
+    let cookie = agent
+        .cookie_header(&url::Url::parse(&gw.url("/"))?)
+        .context("session cookie")?;
+    let http = gw.bed.http();
+    let results = fan_out(20, 20, move |_| {
+        let http = http.clone();
+        let cookie = cookie.clone();
+        async move {
+            http.get(
+                "/api/orders",
+                &[("cookie", &cookie), ("accept", "application/json")],
+            )
+            .await
+            .ok()
+        }
+    })
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.status == 200)),
+        "every concurrent request passed"
+    );
+    assert_eq!(
+        gw.idp.grants("refresh_token"),
+        1,
+        "exactly one refresh at the token endpoint"
+    );
+    let refreshed = results
+        .iter()
+        .flatten()
+        .filter(|r| r.headers.get_all("set-cookie").iter().count() > 0)
+        .count();
+    assert!(refreshed >= 1, "the new session cookie reached the client");
+    // Past the first token's expiry: the agent (which kept the new cookie if it got it) still
+    // needs no login. Use a response that carried the new cookie.
+    let new_cookie = results
+        .iter()
+        .flatten()
+        .find_map(|r| {
+            r.headers.get_all("set-cookie").iter().find_map(|v| {
+                v.to_str()
+                    .ok()
+                    .filter(|c| c.starts_with("meshwright="))
+                    .map(|c| c.split(';').next().unwrap_or("").to_owned())
+            })
+        })
+        .context("no Set-Cookie with the refreshed session")?;
+    tokio::time::sleep(Duration::from_secs(14).saturating_sub(login_at.elapsed())).await;
+    let r = gw
+        .bed
+        .http()
+        .get(
+            "/api/orders",
+            &[("cookie", &new_cookie), ("accept", "application/json")],
+        )
+        .await?;
+    assert_eq!(
+        r.status, 200,
+        "the session lives past the first token without a new login"
+    );
+    let token1 = echoed(&r)?["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(token0, token1, "a new token upstream");
+    assert_eq!(gw.idp.grants("authorization_code"), 1, "no second login");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cookie_keys_rotate_without_logging_anybody_out() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    let old = agent.cookies(&gw.url("/"))["meshwright"].value.clone();
+    assert!(old.starts_with("v1.a."));
+    drop(gw.bed);
+    // Same IdP, a new gateway whose ring seals with b and still opens a.
+    let gw2 = Setup {
+        keys: KEYS_B_A,
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let a = Agent::api();
+    a.set_cookie(&gw2.url("/"), "meshwright", &old);
+    assert_eq!(
+        a.get(&gw2.url("/api/me")).await?.status,
+        200,
+        "sessions sealed with the old key still open"
+    );
+    let fresh = Agent::new();
+    login_via_idp(&fresh, &gw2.url("/"), "bob").await?;
+    assert!(
+        fresh.cookies(&gw2.url("/"))["meshwright"]
+            .value
+            .starts_with("v1.b."),
+        "the new key seals"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_idp_rotating_its_signing_key_is_picked_up() -> Result<()> {
+    let mut gw = Setup {
+        idp_options: IdpOptions {
+            alg: "ES256".into(),
+            ..IdpOptions::default()
+        },
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    let fetches = gw.stat("jwks_fetches").await?;
+    gw.idp.start().await?; // restart: a fresh key with a fresh kid
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "bob").await?;
+    assert_eq!(
+        page.status,
+        200,
+        "logged in with a token signed by the new key: {}",
+        page.text()
+    );
+    assert!(
+        gw.stat("jwks_fetches").await? > fetches,
+        "the JWKS was fetched again for the unknown kid"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_ends_the_session_at_the_proxy_and_at_the_idp() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    let (url, page) = agent.follow(&gw.url("/oauth2/logout")).await?;
+    assert!(
+        url.starts_with(&format!("{}/session/end", gw.idp.issuer)),
+        "{url}"
+    );
+    assert!(url.contains("id_token_hint="));
+    assert!(
+        !agent.cookies(&gw.url("/")).contains_key("meshwright"),
+        "the gateway cleared its cookies"
+    );
+    // Confirm at the IdP; it sends the browser back to the post-logout page, which is protected
+    // again: the IdP asks for credentials (its session ended too) instead of logging in silently.
+    let (url, page) = agent.submit_form(&url, &page, &[("logout", "yes")]).await?;
+    assert!(url.starts_with(&gw.idp.issuer), "{url}");
+    assert!(
+        page.text().contains("name=\"login\""),
+        "the IdP asks for a login again"
+    );
+    assert_eq!(gw.stat("logouts").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_wait_while_the_idp_is_down_then_recover() -> Result<()> {
+    let mut gw = Setup {
+        start_idp: false,
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let t = Instant::now();
+    let r = Agent::new().get(&gw.url("/")).await?;
+    assert_eq!(r.status, 503, "no IdP: a clean 503 after the wait");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "the request waited for discovery"
+    );
+    assert!(gw.stat("idp_wait_timeouts").await? >= 1);
+    gw.idp.start().await?;
+    // Discovery is retried with backoff; the next logins work once it lands.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
+        if page.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {} {}",
+            page.status,
+            page.text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(gw.stat("discovery_failures").await? >= 1);
+    Ok(())
+}
+
+/// A second Envoy in front of the IdP, with meshwright's fault filter breaking one path.
+async fn faulty_idp_proxy(idp_port: u16, rule: Value) -> Result<Bed> {
+    let fault = shipped("fault")?.with_plugin_config(json!({"rules": [rule]}));
+    let idp_addr: std::net::SocketAddr = format!("127.0.0.1:{idp_port}").parse()?;
+    Bed::builder()
+        .plugin(fault)
+        .routes(|l| {
+            l.route(meshwright_testbed::render::Route::to_cluster(
+                "/", "real-idp",
+            ))
+        })
+        .extra_cluster(Cluster::new("real-idp", &[idp_addr]))
+        .start()
+        .await
+}
+
+async fn login_fails_with(rule: Value, reason: &str) -> Result<()> {
+    let idp_port = free_port()?;
+    let proxy = faulty_idp_proxy(idp_port, rule).await?;
+    // Reuse the reserved port for the IdP by building the setup around it.
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut idp = Idp::new(
+        idp_port,
+        IdpOptions {
+            redirect_uris: vec![format!("{base}/oauth2/callback")],
+            ..IdpOptions::default()
+        },
+    );
+    idp.start().await?;
+    let bed = Bed::builder()
+        .plugin(plugin(&idp.issuer, &json!({})))
+        .overlay(overlay())
+        .workload(gateway_labels(), WorkloadMode::Client, 8080)
+        .listener_port(port)
+        .extra_cluster(Cluster::new("idp", &[proxy.addr()]))
+        .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", KEYS_A)
+        .start()
+        .await?;
+    let (_, page) = login_via_idp(&Agent::new(), &format!("{base}/"), "alice").await?;
+    assert!(
+        matches!(page.status, 401 | 502),
+        "{} {}",
+        page.status,
+        page.text()
+    );
+    assert!(page.text().contains(reason), "{}", page.text());
+    assert_eq!(
+        bed.envoy
+            .stat(&format!(
+                "wasmcustom.meshwright.oauth2.reason.{reason}.logins_failed"
+            ))
+            .await?,
+        1
+    );
+    assert!(statuses_ok(&bed).await);
+    Ok(())
+}
+
+async fn statuses_ok(bed: &Bed) -> bool {
+    bed.http()
+        .get("/healthz", &[])
+        .await
+        .is_ok_and(|r| r.status == 200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_endpoint_answering_500_fails_the_login_cleanly() -> Result<()> {
+    login_fails_with(json!({"name": "token-500", "match": {"path": {"prefix": "/token"}}, "abort": {"http_status": 500, "percentage": 100}}), "token_endpoint").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_endpoint_answering_garbage_fails_the_login_cleanly() -> Result<()> {
+    login_fails_with(json!({"name": "token-garbage", "match": {"path": {"prefix": "/token"}}, "response": {"http_status": 200, "body": "<html>surprise", "percentage": 100}}), "token_response").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
+    let idp_port = free_port()?;
+    let proxy = faulty_idp_proxy(idp_port, json!({"name": "jwks-down", "match": {"path": {"prefix": "/jwks"}}, "abort": {"http_status": 503, "percentage": 100}})).await?;
+    let port = free_port()?;
+    let mut idp = Idp::new(idp_port, IdpOptions::default());
+    idp.start().await?;
+    let bed = Bed::builder()
+        .plugin(plugin(
+            &idp.issuer,
+            &json!({"discovery": {"wait_ms": 1500}}),
+        ))
+        .overlay(overlay())
+        .workload(gateway_labels(), WorkloadMode::Client, 8080)
+        .listener_port(port)
+        .extra_cluster(Cluster::new("idp", &[proxy.addr()]))
+        .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", KEYS_A)
+        .start()
+        .await?;
+    let r = Agent::new()
+        .get(&format!("http://127.0.0.1:{port}/"))
+        .await?;
+    assert_eq!(r.status, 503);
+    assert!(
+        bed.envoy
+            .stat("wasmcustom.meshwright.oauth2.jwks_failures")
+            .await?
+            >= 1
+    );
+    assert!(statuses_ok(&bed).await, "Envoy and the filter keep serving");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minted_tokens_verify_against_the_gateways_own_jwks() -> Result<()> {
+    let gw = Setup {
+        config: json!({"forward": {"token": "minted"}, "mint": {
+            "alg": "ES256", "key_env": "MESHWRIGHT_OAUTH2_SIGNING_KEY",
+            "issuer": "https://shop.example.com/meshwright", "audiences": ["ecommerce"], "claims": ["email"]}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let agent = Agent::new();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    let auth = echoed(&page)?["headers"]["authorization"]
+        .as_str()
+        .context("bearer")?
+        .to_owned();
+    let jwks = Agent::new()
+        .get(&gw.url("/.well-known/meshwright/jwks.json"))
+        .await?;
+    let v = parse_jwks(&jwks.body)?.verify(
+        auth.strip_prefix("Bearer ").unwrap_or_default(),
+        &Expect {
+            issuer: "https://shop.example.com/meshwright",
+            audience: "ecommerce",
+            nonce: None,
+            now_s: now_s(),
+            leeway_s: 5,
+        },
+    )?;
+    assert_eq!(v.sub, "alice");
+    assert_eq!(v.claims["email"], "alice@example.com");
+    // The path-scoped ID token cookie (for the logout hint) is not sent on normal requests.
+    assert!(agent.cookies(&gw.url("/")).contains_key("meshwright_idt"));
+    let again = agent.get(&gw.url("/x")).await?;
+    assert_eq!(
+        echoed(&again)?["headers"]["authorization"].as_str(),
+        Some(auth.as_str()),
+        "minted once per session, reused"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_secret_post_works_too() -> Result<()> {
+    let gw = Setup {
+        idp_options: IdpOptions {
+            auth_method: "client_secret_post".into(),
+            ..IdpOptions::default()
+        },
+        config: json!({"token_endpoint_auth": "client_secret_post"}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let _ = (gw.port, Upstream::echo);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_browser_logs_in_through_the_idps_form() -> Result<()> {
+    meshwright_testbed::install::ensure_apt(&["chromium"])?;
+    let gw = Setup::default().start().await?;
+    let start = gw.url("/products?page=2");
+    let dir = meshwright_testbed::paths::root().join("tests/idp");
+    let out = tokio::process::Command::new("node")
+        .arg("browser-login.mjs")
+        .arg(&start)
+        .arg("browser-user")
+        .current_dir(&dir)
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "browser run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    assert_eq!(
+        result["url"],
+        start.as_str(),
+        "the browser landed on the page it asked for"
+    );
+    assert_eq!(result["status"], 200);
+    let page: Value = serde_json::from_str(result["body"].as_str().unwrap_or_default())?;
+    assert_eq!(page["headers"]["x-user-id"], "browser-user");
+    assert!(
+        page["headers"]["authorization"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("Bearer ey"))
+    );
+    // Browsers share cookies across ports of a host: the IdP's own cookies (also on 127.0.0.1)
+    // may arrive, the filter's never.
+    let cookie = page["headers"]["cookie"].as_str().unwrap_or_default();
+    assert!(
+        !cookie.contains("meshwright"),
+        "a filter cookie reached the upstream: {cookie}"
+    );
+    Ok(())
+}
