@@ -13,11 +13,19 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// The filters: (name of dist/<name>.wasm, cargo package, artifact stem).
-const FILTERS: &[(&str, &str, &str)] = &[("fault", "meshwright-fault", "meshwright_fault")];
+const FILTERS: &[(&str, &str, &str)] = &[
+    ("fault", "meshwright-fault", "meshwright_fault"),
+    ("retry-budget", "meshwright-retry", "meshwright_retry"),
+];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
-const WASM_CRATES: &[&str] = &["meshwright-shared", "meshwright-host", "meshwright-fault"];
-const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault"];
+const WASM_CRATES: &[&str] = &[
+    "meshwright-shared",
+    "meshwright-host",
+    "meshwright-fault",
+    "meshwright-retry",
+];
+const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault", "meshwright-retry"];
 
 const USAGE: &str = "usage: cargo xtask <command>
 
