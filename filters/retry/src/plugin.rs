@@ -370,6 +370,11 @@ impl HttpContext for ClientHttp {
         let (Some(rt), Some(dest)) = (&self.runtime, self.dest.take()) else {
             return;
         };
+        // Enforcing a grant of 0, the router made at most one attempt: nothing to settle or
+        // count, and no property to read (the common case in an outage).
+        if !rt.config.dry_run && self.grant.is_some_and(|g| g.retries == 0) {
+            return;
+        }
         let attempts = abi::property(&["upstream", "request_attempt_count"])
             .ok()
             .flatten()
@@ -386,11 +391,15 @@ impl HttpContext for ClientHttp {
             return;
         };
         let Some(grant) = self.grant.take() else {
-            dest.stats.retries.add(attempts.saturating_sub(1));
+            let retries = attempts.saturating_sub(1);
+            add(
+                Some(dest.stats.retries),
+                u32::try_from(retries).unwrap_or(u32::MAX),
+            );
             return;
         };
         let s = client::settle(&grant, attempts, !rt.config.dry_run);
-        dest.stats.retries.add(u64::from(s.retries));
+        add(Some(dest.stats.retries), s.retries);
         if let Ok(mut p) = dest.pending.try_borrow_mut() {
             p.add(grant.bucket, s.delta);
         }
