@@ -153,6 +153,25 @@ impl BedBuilder {
             Some(b) => upstream::Upstream::start("backend", b).await?,
             None => upstream::Upstream::echo("backend").await?,
         };
+        let envoy = self.start_proxy(upstream.addr).await?;
+        Ok(Bed { envoy, upstream })
+    }
+
+    /// Starts only the proxy, its `backend` cluster pointing at `backend` instead of an upstream
+    /// of its own — e.g. another proxy's listener, to chain a caller's sidecar in front of a
+    /// callee's:
+    ///
+    /// ```no_run
+    /// # async fn f() -> anyhow::Result<()> {
+    /// use meshwright_testbed::{Bed, render::workload_labels, wasmplugin::WorkloadMode};
+    /// let callee = Bed::builder().start().await?; // inbound sidecar + upstream
+    /// let caller = Bed::builder()
+    ///     .workload(workload_labels("store", "v1"), WorkloadMode::Client, 8081)
+    ///     .start_proxy(callee.addr())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_proxy(self, backend: std::net::SocketAddr) -> Result<envoy::Envoy> {
         let overlay = match &self.overlay {
             Some(o) => o.clone(),
             None => Overlay::local()?,
@@ -161,7 +180,7 @@ impl BedBuilder {
             .port(self.listener_port)
             .wasm_plugins(&self.plugins, &overlay, &self.labels, self.mode, self.port)?;
         let listener = (self.routes)(listener);
-        let cluster = (self.cluster)(render::Cluster::new("backend", &[upstream.addr]));
+        let cluster = (self.cluster)(render::Cluster::new("backend", &[backend]));
         let mut bootstrap = render::Bootstrap::new().listener(listener).cluster(cluster);
         for c in self.extra_clusters {
             bootstrap = bootstrap.cluster(c);
@@ -171,8 +190,7 @@ impl BedBuilder {
         for (k, v) in &overlay.host_env {
             options.env.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let envoy = envoy::Envoy::start(&config, &options).await?;
-        Ok(Bed { envoy, upstream })
+        envoy::Envoy::start(&config, &options).await
     }
 }
 

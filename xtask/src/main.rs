@@ -16,6 +16,7 @@ use std::time::Instant;
 const FILTERS: &[(&str, &str, &str)] = &[
     ("fault", "meshwright-fault", "meshwright_fault"),
     ("oauth2", "meshwright-oauth2", "meshwright_oauth2"),
+    ("retry-budget", "meshwright-retry", "meshwright_retry"),
 ];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
@@ -24,8 +25,14 @@ const WASM_CRATES: &[&str] = &[
     "meshwright-host",
     "meshwright-fault",
     "meshwright-oauth2",
+    "meshwright-retry",
 ];
-const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault", "meshwright-oauth2"];
+const PURE_CRATES: &[&str] = &[
+    "meshwright-shared",
+    "meshwright-fault",
+    "meshwright-oauth2",
+    "meshwright-retry",
+];
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -214,7 +221,18 @@ fn up(args: &[String]) -> Result<()> {
     install::ensure_envoy()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let product = upstream::Upstream::echo("product-v1").await?;
+        // Echo, except /outage/… which fails like a service that is down.
+        let product = upstream::Upstream::start(
+            "product-v1",
+            std::sync::Arc::new(|seen: &upstream::Seen| {
+                if seen.path.starts_with("/outage") {
+                    upstream::Reply::status(503)
+                } else {
+                    upstream::Reply::echo("product-v1", seen)
+                }
+            }),
+        )
+        .await?;
         let plugins = wasmplugin::load_dir(&paths::wasmplugins())?;
         let overlay = Overlay::local()?;
         let labels = workload_labels("product", "v1");
@@ -223,9 +241,28 @@ fn up(args: &[String]) -> Result<()> {
             .port(port)
             .wasm_plugins(&plugins, &overlay, &labels, WorkloadMode::Server, 8081)?
             .route(Route::to_cluster("/", "product"));
+        // store's outbound sidecar calling product with the mesh's retry policy
+        // (k8s/mesh/mesh-routes.yaml: 2 attempts on connection failures and 503).
+        let store = workload_labels("store", "v1");
+        let outbound_chain = wasmplugin::chain(&plugins, &store, WorkloadMode::Client, 8081);
+        let outbound = Listener::new("sidecar-outbound")
+            .port(port.saturating_add(1))
+            .wasm_plugins(&plugins, &overlay, &store, WorkloadMode::Client, 8081)?
+            .route(Route::to_cluster("/", "product").retries(serde_json::json!({
+                "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                "retriable_status_codes": [503],
+                "num_retries": 2,
+            })));
+        let max = u64::from(u32::MAX);
+        let mut product_cluster = Cluster::new("product", &[product.addr]);
+        // Istio's defaults: no circuit breaker limits retries by accident.
+        product_cluster.extra = serde_json::json!({"circuit_breakers": {"thresholds": [{
+            "max_connections": max, "max_pending_requests": max, "max_requests": max, "max_retries": max,
+        }]}});
         let mut bootstrap = Bootstrap::new()
             .listener(listener)
-            .cluster(Cluster::new("product", &[product.addr]));
+            .listener(outbound)
+            .cluster(product_cluster);
         bootstrap.admin_port = admin_port;
         let mut options = envoy::Options::default();
         options.env.extend(overlay.host_env.clone());
@@ -259,6 +296,19 @@ fn up(args: &[String]) -> Result<()> {
         println!("  curl -i {base}/ -H 'x-envoy-fault-abort-request: 418' -H 'x-meshwright-fault-signature: {sig}'   # signed: 418");
         println!("  curl -s {admin}/stats/prometheus | grep meshwright");
         println!("  (cargo xtask fault-signature --abort 503 --delay 200 makes other signatures)");
+        println!();
+        let out = format!("http://{}", envoy.listener("sidecar-outbound"));
+        println!("  {out}   sidecar of store v1 (outbound) → product, retries 2× on 503 (as in k8s/mesh)");
+        for p in &outbound_chain {
+            println!("  plugin {}.{} (root_id {}), {}", p.metadata.namespace, p.metadata.name, p.spec.plugin_name.as_deref().unwrap_or(""), p.spec.url);
+        }
+        println!();
+        println!("Try the retry budget (wasmplugins/retry-budget.yaml, reference in docs/retry-budget.md):");
+        println!("  for i in $(seq 600); do curl -s -o /dev/null {out}/outage/$i; done   # product is down: 600 calls");
+        println!("  curl -s {admin}/stats/prometheus | grep -E 'retry_budget_destination_(requests|retries_granted|retries_denied|budget)'");
+        println!("      # client side: about 0.2 retries per call + 10/s granted (a 25 s loop: ~420), not 2 per call (1,200)");
+        println!("  for i in $(seq 120); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/products -H 'x-envoy-attempt-count: 2'; done; echo");
+        println!("      # server side: retries beyond the budget (floor 100 when idle) get 429 + x-envoy-ratelimited");
         println!();
         println!("Ctrl-C stops Envoy and the upstream.");
         loop {

@@ -20,18 +20,36 @@ pub enum UpdateError {
 pub fn update<T>(
     key: &str,
     attempts: u32,
-    mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
 ) -> Result<T, UpdateError> {
-    for _ in 0..attempts.max(1) {
+    update_counted(key, attempts, f).map(|u| u.value)
+}
+
+/// The result of [`update_counted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Updated<T> {
+    pub value: T,
+    /// CAS mismatches before the write went through: how contended the key is.
+    pub conflicts: u32,
+}
+
+/// [`update`], also reporting how many times another writer won the race (on `Contended`, all
+/// `attempts` did).
+pub fn update_counted<T>(
+    key: &str,
+    attempts: u32,
+    mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+) -> Result<Updated<T>, UpdateError> {
+    for conflicts in 0..attempts.max(1) {
         let (current, cas) = abi::get_shared_data(key).map_err(UpdateError::Host)?;
-        let (new, result) = f(current.as_deref());
+        let (new, value) = f(current.as_deref());
         let Some(new) = new else {
-            return Ok(result);
+            return Ok(Updated { value, conflicts });
         };
         // cas 0 means "unconditional" to the host; a key never written has cas 0, so the first
         // writer may race another first writer. Both are then valid initial values.
         match abi::set_shared_data(key, &new, cas) {
-            Ok(()) => return Ok(result),
+            Ok(()) => return Ok(Updated { value, conflicts }),
             Err(e) if e == HostError::CAS_MISMATCH => continue,
             Err(e) => return Err(UpdateError::Host(e)),
         }

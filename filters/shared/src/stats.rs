@@ -10,10 +10,24 @@
 
 /// Envoy `stats_config.stats_tags` entries: (tag name, regex). The regex's first capture group
 /// is removed from the name and its second becomes the tag value, Envoy's convention.
-pub const STATS_TAGS: &[(&str, &str)] = &[(
-    "rule",
-    r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
-)];
+///
+/// - `rule`: `meshwright.<filter>.rule.<rule>.<metric>`;
+/// - `side`: `meshwright.<filter>.<client|server>.…` (a filter that runs on both sides of a call);
+/// - `destination`: `meshwright.<filter>[.<side>].destination.<destination>.<metric>`.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    (
+        "rule",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
+    ),
+    (
+        "side",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.((client|server)\.)",
+    ),
+    (
+        "destination",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.(?:(?:client|server)\.)?destination\.(([^.]+)\.)",
+    ),
+];
 
 /// `meshwright.<filter>.<metric>`
 pub fn metric(filter: &str, name: &str) -> String {

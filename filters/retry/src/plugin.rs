@@ -1,0 +1,476 @@
+//! proxy-wasm glue: find the request's destination, update its budget in shared data, act.
+//!
+//! - The config is parsed and validated once per `on_configure`; a bad one is refused (Envoy
+//!   rejects the plugin) with a log line naming the field.
+//! - Each destination's window lives in the proxy's shared data under
+//!   `meshwright.retry.<side>.<destination>`, read and written with compare-and-swap: one get
+//!   and one set per request when no other worker wrote in between.
+//! - Client side: the request is granted retries (`x-envoy-max-retries`), and when the stream
+//!   ends the router's attempt count (`upstream.request_attempt_count`) settles the grant. The
+//!   settlement is kept in the VM and written with the destination's next update (or the next
+//!   tick), so the common path stays one read-modify-write per request.
+//! - Server side: retries over budget get the shed reply.
+//! - The root context's tick writes pending settlements and refreshes the budget gauges.
+
+use crate::budget::{self, Adjustments, Budget, Loaded, Window};
+use crate::client::{self, Grant};
+use crate::config::{RetryBudgetConfig, Side};
+use crate::destination::{self, DestinationSource};
+use crate::server::{self, Attempt, Verdict};
+use crate::stats::{DestinationMetricNames, SideMetricNames, shared_key};
+use meshwright_host::metrics::{Counter, Gauge};
+use meshwright_host::shared_data::{self, UpdateError};
+use meshwright_host::{abi, clock, logging};
+use meshwright_shared::config::ConfigError;
+use meshwright_shared::headers::is_grpc;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, MapType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Read-modify-write attempts on one destination's budget before giving up.
+const CAS_ATTEMPTS: u32 = 16;
+
+#[cfg(feature = "entrypoint")]
+proxy_wasm::main! {{
+    logging::init("retry-budget");
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RetryRoot::default()) });
+}}
+
+/// A destination's metrics (those of the other side are not defined).
+struct DestStats {
+    requests: Counter,
+    retries: Counter,
+    granted: Option<Counter>,
+    denied: Option<Counter>,
+    over_budget: Option<Counter>,
+    shed: Option<Counter>,
+    budget: Gauge,
+}
+
+impl DestStats {
+    fn define(side: Side, stat_name: &str) -> Self {
+        let n = DestinationMetricNames::new(side, stat_name);
+        let client = side == Side::Client;
+        let on = |yes: bool, name: &str| yes.then(|| Counter::define(name));
+        Self {
+            requests: Counter::define(&n.requests),
+            retries: Counter::define(&n.retries),
+            granted: on(client, &n.retries_granted),
+            denied: on(client, &n.retries_denied),
+            over_budget: on(!client, &n.retries_over_budget),
+            shed: on(!client, &n.retries_shed),
+            budget: Gauge::define(&n.budget),
+        }
+    }
+}
+
+fn add(counter: Option<Counter>, n: u32) {
+    if let (Some(c), true) = (counter, n > 0) {
+        c.add(u64::from(n));
+    }
+}
+
+struct SideStats {
+    cas_conflicts: Counter,
+    state_errors: Counter,
+    state_resets: Counter,
+    destinations_overflow: Counter,
+    attempts_unknown: Option<Counter>,
+}
+
+impl SideStats {
+    fn define(side: Side) -> Self {
+        let n = SideMetricNames::new(side);
+        Self {
+            cas_conflicts: Counter::define(&n.cas_conflicts),
+            state_errors: Counter::define(&n.state_errors),
+            state_resets: Counter::define(&n.state_resets),
+            destinations_overflow: Counter::define(&n.destinations_overflow),
+            attempts_unknown: (side == Side::Client).then(|| Counter::define(&n.attempts_unknown)),
+        }
+    }
+}
+
+/// One destination's budget as this VM knows it.
+struct Dest {
+    /// Shared-data key.
+    key: String,
+    stats: DestStats,
+    /// Settlements not yet written (client side).
+    pending: RefCell<Adjustments>,
+}
+
+/// Everything built at `on_configure`, shared by the VM's requests.
+struct Runtime {
+    config: RetryBudgetConfig,
+    stats: SideStats,
+    dests: RefCell<HashMap<String, Rc<Dest>>>,
+    overflow: RefCell<Option<Rc<Dest>>>,
+}
+
+impl Runtime {
+    fn build(config: RetryBudgetConfig) -> Self {
+        Self {
+            stats: SideStats::define(config.side),
+            dests: RefCell::new(HashMap::new()),
+            overflow: RefCell::new(None),
+            config,
+        }
+    }
+
+    fn new_dest(&self, key: &str) -> Rc<Dest> {
+        Rc::new(Dest {
+            key: shared_key(self.config.side, key),
+            stats: DestStats::define(self.config.side, &destination::stat_name(key)),
+            pending: RefCell::new(Adjustments::new()),
+        })
+    }
+
+    /// The request's destination value, as configured.
+    fn read_destination(&self) -> Option<String> {
+        let header = |name: &str| {
+            abi::header(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        };
+        match &self.config.destination {
+            DestinationSource::Cluster => abi::property(&["xds", "cluster_name"])
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            DestinationSource::Authority => header(":authority"),
+            DestinationSource::Header(name) => header(name),
+            DestinationSource::Fixed(name) => Some(name.clone()),
+        }
+    }
+
+    /// The budget a request belongs to: its destination's, or `overflow` once
+    /// `max_destinations` are tracked.
+    fn destination(&self) -> Option<Rc<Dest>> {
+        let key = destination::normalize(self.read_destination().as_deref());
+        {
+            let dests = self.dests.try_borrow().ok()?;
+            if let Some(d) = dests.get(&key) {
+                return Some(Rc::clone(d));
+            }
+            if dests.len() >= self.config.max_destinations {
+                drop(dests);
+                self.stats.destinations_overflow.inc();
+                let mut overflow = self.overflow.try_borrow_mut().ok()?;
+                return Some(Rc::clone(
+                    overflow.get_or_insert_with(|| self.new_dest(destination::OVERFLOW)),
+                ));
+            }
+        }
+        let dest = self.new_dest(&key);
+        self.dests
+            .try_borrow_mut()
+            .ok()?
+            .insert(key, Rc::clone(&dest));
+        Some(dest)
+    }
+
+    /// One read-modify-write of `dest`'s window (pending settlements included), running `f` on
+    /// it. None when shared data failed (counted): the caller takes its safe default.
+    fn step<T>(
+        &self,
+        dest: &Dest,
+        now_ms: u64,
+        mut f: impl FnMut(&mut Window, &Budget) -> T,
+    ) -> Option<(T, u32)> {
+        let pending = dest
+            .pending
+            .try_borrow_mut()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let budget = self.config.budget;
+        let mut loaded = Loaded::Stored;
+        let result = shared_data::update_counted(&dest.key, CAS_ATTEMPTS, |stored| {
+            let s = budget::step(&budget, stored, now_ms, &pending, &mut f);
+            loaded = s.loaded;
+            (Some(s.encoded), (s.out, s.level))
+        });
+        match result {
+            Ok(u) => {
+                if u.conflicts > 0 {
+                    self.stats.cas_conflicts.add(u64::from(u.conflicts));
+                }
+                if loaded == Loaded::Reset {
+                    self.stats.state_resets.inc();
+                }
+                Some(u.value)
+            }
+            Err(e) => {
+                self.stats.state_errors.inc();
+                // Keep the settlements for the next update.
+                if let Ok(mut p) = dest.pending.try_borrow_mut() {
+                    for (index, delta) in pending.entries() {
+                        p.add(index, delta);
+                    }
+                }
+                match e {
+                    UpdateError::Contended => log::debug!("budget {} contended", dest.key),
+                    UpdateError::Host(h) => log::debug!("budget {}: {h}", dest.key),
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes pending settlements and refreshes every destination's budget gauge.
+    fn report(&self, now_ms: u64) {
+        let mut all: Vec<Rc<Dest>> = self
+            .dests
+            .try_borrow()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default();
+        if let Ok(Some(o)) = self.overflow.try_borrow().map(|o| o.clone()) {
+            all.push(o);
+        }
+        for dest in all {
+            let has_pending = dest.pending.try_borrow().is_ok_and(|p| !p.is_empty());
+            let level = if has_pending {
+                self.step(&dest, now_ms, |_, _| ()).map(|(_, level)| level)
+            } else {
+                match abi::get_shared_data(&dest.key) {
+                    Ok((stored, _)) => {
+                        let budget = self.config.budget;
+                        let (mut w, _) = Window::decode(stored.as_deref(), &budget, now_ms);
+                        w.advance(now_ms);
+                        Some(w.available(&budget))
+                    }
+                    Err(_) => None,
+                }
+            };
+            if let Some(level) = level {
+                dest.stats.budget.set(u64::from(level));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct RetryRoot {
+    runtime: Option<Rc<Runtime>>,
+}
+
+impl Context for RetryRoot {}
+
+impl RootContext for RetryRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        logging::refresh_level();
+        let built = abi::plugin_configuration()
+            .map_err(|e| {
+                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
+            })
+            .and_then(|bytes| RetryBudgetConfig::from_json(&bytes));
+        match built {
+            Ok(config) => {
+                log::info!(
+                    "configured: side={}, retry_ratio={}, min_retries_per_second floor {} per {} ms, \
+                     destination {:?}, {}{}",
+                    config.side.as_str(),
+                    config.budget.ratio(),
+                    config.budget.reserve(),
+                    config.budget.ttl_ms(),
+                    config.destination,
+                    if config.side == Side::Client {
+                        format!("max_retries={}", config.max_retries)
+                    } else {
+                        format!("shed with HTTP {}", config.shed.http_status)
+                    },
+                    if config.dry_run { ", DRY RUN" } else { "" },
+                );
+                if abi::set_tick_period_ms(config.report_interval_ms).is_err() {
+                    log::warn!("no tick: settlements are written with the next request only");
+                }
+                self.runtime = Some(Rc::new(Runtime::build(config)));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(rt) = &self.runtime {
+            rt.report(clock::now_ms());
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let runtime = self.runtime.clone();
+        match runtime.as_ref().map(|r| r.config.side) {
+            Some(Side::Server) => Some(Box::new(ServerHttp { runtime })),
+            _ => Some(Box::new(ClientHttp {
+                runtime,
+                dest: None,
+                grant: None,
+            })),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct ClientHttp {
+    runtime: Option<Rc<Runtime>>,
+    dest: Option<Rc<Dest>>,
+    grant: Option<Grant>,
+}
+
+impl Context for ClientHttp {}
+
+impl HttpContext for ClientHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(rt) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        let Some(dest) = rt.destination() else {
+            return Action::Continue;
+        };
+        dest.stats.requests.inc();
+        let asked = abi::header(MapType::HttpRequestHeaders, client::MAX_RETRIES_HEADER)
+            .ok()
+            .flatten();
+        let wanted = client::wanted(rt.config.max_retries, asked.as_deref());
+        let now_ms = clock::now_ms();
+        // No budget state (shared data failed): no retries — the safe side for a callee that
+        // may be drowning in them.
+        let granted = match rt.step(&dest, now_ms, |w, b| client::admit(w, b, wanted)) {
+            Some((grant, _)) => {
+                add(dest.stats.granted, grant.retries);
+                add(dest.stats.denied, grant.denied());
+                self.grant = Some(grant);
+                grant.retries
+            }
+            None => 0,
+        };
+        if !rt.config.dry_run
+            && abi::set_header(
+                MapType::HttpRequestHeaders,
+                client::MAX_RETRIES_HEADER,
+                &granted.to_string(),
+            )
+            .is_err()
+        {
+            log::debug!("could not set {}", client::MAX_RETRIES_HEADER);
+        }
+        self.dest = Some(dest);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some(rt), Some(dest)) = (&self.runtime, self.dest.take()) else {
+            return;
+        };
+        // Enforcing a grant of 0, the router made at most one attempt: nothing to settle or
+        // count, and no property to read (the common case in an outage).
+        if !rt.config.dry_run && self.grant.is_some_and(|g| g.retries == 0) {
+            return;
+        }
+        let attempts = abi::property(&["upstream", "request_attempt_count"])
+            .ok()
+            .flatten()
+            .and_then(|b| client::attempts_from_property(&b))
+            .or_else(|| {
+                abi::header(MapType::HttpResponseHeaders, client::ATTEMPT_COUNT_HEADER)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| client::attempts_from_header(&v))
+            });
+        let Some(attempts) = attempts else {
+            // The grant stays withdrawn: the safe side.
+            add(rt.stats.attempts_unknown, 1);
+            return;
+        };
+        let Some(grant) = self.grant.take() else {
+            let retries = attempts.saturating_sub(1);
+            add(
+                Some(dest.stats.retries),
+                u32::try_from(retries).unwrap_or(u32::MAX),
+            );
+            return;
+        };
+        let s = client::settle(&grant, attempts, !rt.config.dry_run);
+        add(Some(dest.stats.retries), s.retries);
+        if let Ok(mut p) = dest.pending.try_borrow_mut() {
+            p.add(grant.bucket, s.delta);
+        }
+    }
+}
+
+struct ServerHttp {
+    runtime: Option<Rc<Runtime>>,
+}
+
+impl Context for ServerHttp {}
+
+impl HttpContext for ServerHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(rt) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        let Some(dest) = rt.destination() else {
+            return Action::Continue;
+        };
+        let attempt = server::attempt(
+            abi::header(MapType::HttpRequestHeaders, server::ATTEMPT_COUNT_HEADER)
+                .ok()
+                .flatten()
+                .as_deref(),
+        );
+        dest.stats.requests.inc();
+        if matches!(attempt, Attempt::Retry(_)) {
+            dest.stats.retries.inc();
+        }
+        // Shared data failed: let the request through (first attempts are never shed, and a
+        // retry is only shed on the budget's word).
+        let Some((verdict, _)) =
+            rt.step(&dest, clock::now_ms(), |w, b| server::admit(w, b, attempt))
+        else {
+            return Action::Continue;
+        };
+        if verdict != Verdict::RetryOverBudget {
+            return Action::Continue;
+        }
+        add(dest.stats.over_budget, 1);
+        if rt.config.dry_run {
+            return Action::Continue;
+        }
+        let grpc = is_grpc(
+            abi::header(MapType::HttpRequestHeaders, "content-type")
+                .ok()
+                .flatten()
+                .as_deref(),
+        );
+        let reply = server::shed_reply(&rt.config.shed, grpc);
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match abi::send_local_response(
+            u32::from(reply.http_status),
+            &headers,
+            reply.body.as_bytes(),
+            reply.grpc_status,
+            "meshwright_retry_budget_shed",
+        ) {
+            Ok(()) => {
+                add(dest.stats.shed, 1);
+                Action::Pause
+            }
+            Err(e) => {
+                log::debug!("could not shed a retry: {e}");
+                Action::Continue
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Server side (the callee's inbound sidecar): every caller's Envoy marks its retries with
+//! `x-envoy-attempt-count` (Istio turns `include_request_attempt_count` on), so the callee can
+//! hold the retries it receives, from all callers at once, to a budget over the same kind of
+//! window: first attempts deposit, retries withdraw one token each, and a retry the budget
+//! cannot pay is shed at once. First attempts are never shed.
+//!
+//! A shed reply carries `x-envoy-ratelimited`, which callers' Envoys never retry (measured on
+//! 1.40: 1 upstream attempt where `x-envoy-overloaded` gets 4), and for gRPC
+//! `grpc-retry-pushback-ms: -1`, which tells gRPC clients not to retry.
+
+use crate::budget::{Budget, Window};
+use crate::config::Shed;
+
+/// The request header that tells a retry from a first attempt.
+pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
+
+/// Headers of a shed reply the filter sets itself (configuration cannot override them).
+pub const OWN_HEADERS: &[&str] = &[
+    "x-envoy-ratelimited",
+    "grpc-retry-pushback-ms",
+    "x-meshwright-retry-budget",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    First,
+    /// The n-th attempt, n ≥ 2.
+    Retry(u64),
+}
+
+/// Reads `x-envoy-attempt-count`. Absent, unreadable, 0 or 1: a first attempt — a request is
+/// shed only when it says it is a retry.
+pub fn attempt(header: Option<&str>) -> Attempt {
+    match header.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(n) if n >= 2 => Attempt::Retry(n),
+        _ => Attempt::First,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    First,
+    RetryAdmitted,
+    /// Shed it (or, in dry run, count it and let it pass).
+    RetryOverBudget,
+}
+
+/// Counts one inbound request (inside a [`crate::budget::step`]).
+pub fn admit(window: &mut Window, budget: &Budget, attempt: Attempt) -> Verdict {
+    match attempt {
+        Attempt::First => {
+            window.deposit();
+            Verdict::First
+        }
+        Attempt::Retry(_) => {
+            if window.grant(budget, 1) == 1 {
+                Verdict::RetryAdmitted
+            } else {
+                Verdict::RetryOverBudget
+            }
+        }
+    }
+}
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub http_status: u16,
+    /// Set for gRPC requests: Envoy sends a trailers-only gRPC response with it.
+    pub grpc_status: Option<u32>,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The reply to a shed retry.
+pub fn shed_reply(shed: &Shed, grpc: bool) -> Reply {
+    let mut headers = Vec::with_capacity(shed.headers.len() + 3);
+    headers.push(("x-envoy-ratelimited".to_owned(), "true".to_owned()));
+    headers.push(("x-meshwright-retry-budget".to_owned(), "shed".to_owned()));
+    if grpc {
+        headers.push(("grpc-retry-pushback-ms".to_owned(), "-1".to_owned()));
+    }
+    // A gRPC reply keeps Envoy's `content-type: application/grpc`.
+    headers.extend(
+        shed.headers
+            .iter()
+            .filter(|(k, _)| !(grpc && k == "content-type"))
+            .cloned(),
+    );
+    Reply {
+        http_status: if grpc { 200 } else { shed.http_status },
+        grpc_status: grpc.then_some(shed.grpc_status),
+        body: shed.body.clone(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn only_counts_of_two_or_more_are_retries() {
+        assert_eq!(attempt(None), Attempt::First);
+        assert_eq!(attempt(Some("1")), Attempt::First);
+        assert_eq!(attempt(Some("0")), Attempt::First);
+        assert_eq!(attempt(Some("banana")), Attempt::First);
+        assert_eq!(attempt(Some("-3")), Attempt::First);
+        assert_eq!(attempt(Some(" 2 ")), Attempt::Retry(2));
+        assert_eq!(attempt(Some("4")), Attempt::Retry(4));
+    }
+
+    #[test]
+    fn first_attempts_pay_for_retries_and_are_never_refused() {
+        let b = Budget::try_new(0.5, 0.0, 10_000).unwrap();
+        let mut w = Window::new(&b, 0);
+        assert_eq!(
+            admit(&mut w, &b, Attempt::Retry(2)),
+            Verdict::RetryOverBudget
+        );
+        assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
+        assert_eq!(
+            admit(&mut w, &b, Attempt::Retry(2)),
+            Verdict::RetryOverBudget
+        );
+        assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
+        assert_eq!(admit(&mut w, &b, Attempt::Retry(2)), Verdict::RetryAdmitted);
+        assert_eq!(
+            admit(&mut w, &b, Attempt::Retry(3)),
+            Verdict::RetryOverBudget
+        );
+        for _ in 0..100 {
+            assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
+        }
+        assert_eq!(w.totals(), (102, 1));
+    }
+
+    #[test]
+    fn shed_replies_stop_envoy_and_grpc_retries() {
+        let shed = Shed::default();
+        let http = shed_reply(&shed, false);
+        assert_eq!((http.http_status, http.grpc_status), (429, None));
+        assert!(
+            http.headers
+                .contains(&("x-envoy-ratelimited".into(), "true".into()))
+        );
+        assert!(
+            !http
+                .headers
+                .iter()
+                .any(|(k, _)| k == "grpc-retry-pushback-ms")
+        );
+        let custom = Shed {
+            headers: vec![
+                ("retry-after".into(), "1".into()),
+                ("content-type".into(), "application/problem+json".into()),
+            ],
+            ..shed
+        };
+        assert!(
+            shed_reply(&custom, false)
+                .headers
+                .contains(&("content-type".into(), "application/problem+json".into()))
+        );
+        let grpc = shed_reply(&custom, true);
+        assert!(!grpc.headers.iter().any(|(k, _)| k == "content-type"));
+        assert_eq!(grpc.grpc_status, Some(14));
+        assert!(
+            grpc.headers
+                .contains(&("grpc-retry-pushback-ms".into(), "-1".into()))
+        );
+        assert!(grpc.headers.contains(&("retry-after".into(), "1".into())));
+        assert_eq!(grpc.body, "retry budget exhausted");
+    }
+}
