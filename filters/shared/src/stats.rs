@@ -10,10 +10,21 @@
 
 /// Envoy `stats_config.stats_tags` entries: (tag name, regex). The regex's first capture group
 /// is removed from the name and its second becomes the tag value, Envoy's convention.
-pub const STATS_TAGS: &[(&str, &str)] = &[(
-    "rule",
-    r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
-)];
+/// Envoy applies every extractor to the full name, so `variant` names its experiment segment too.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    (
+        "rule",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
+    ),
+    (
+        "experiment",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.(([^.]+)\.)",
+    ),
+    (
+        "variant",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.[^.]+\.variant\.(([^.]+)\.)",
+    ),
+];
 
 /// `meshwright.<filter>.<metric>`
 pub fn metric(filter: &str, name: &str) -> String {
