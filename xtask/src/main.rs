@@ -4,20 +4,30 @@
 //! so the README's commands work on a fresh machine.
 
 use anyhow::{Context, Result, bail};
-use meshwright_testbed::render::{Bootstrap, Cluster, Listener, Route, workload_labels};
+use meshwright_testbed::render::{
+    Bootstrap, Cluster, Listener, Route, gateway_labels, workload_labels,
+};
 use meshwright_testbed::wasmplugin::{self, Overlay, WorkloadMode};
-use meshwright_testbed::{envoy, install, paths, upstream};
+use meshwright_testbed::{envoy, install, k8s, paths, upstream};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// The filters: (name of dist/<name>.wasm, cargo package, artifact stem).
-const FILTERS: &[(&str, &str, &str)] = &[("fault", "meshwright-fault", "meshwright_fault")];
+const FILTERS: &[(&str, &str, &str)] = &[
+    ("fault", "meshwright-fault", "meshwright_fault"),
+    ("ab", "meshwright-ab", "meshwright_ab"),
+];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
-const WASM_CRATES: &[&str] = &["meshwright-shared", "meshwright-host", "meshwright-fault"];
-const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault"];
+const WASM_CRATES: &[&str] = &[
+    "meshwright-shared",
+    "meshwright-host",
+    "meshwright-fault",
+    "meshwright-ab",
+];
+const PURE_CRATES: &[&str] = &["meshwright-shared", "meshwright-fault", "meshwright-ab"];
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -27,6 +37,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                         (native and wasm32 under Node), Envoy integration tests, manifest checks
   fault-signature [--abort S] [--grpc G] [--delay MS] [--ttl SECONDS] [--key K]
                         print the x-meshwright-fault-signature for a signed fault request
+  ab-override PAIRS [--ttl SECONDS] [--key K]
+                        print a signed A/B override value, e.g. ab-override product=v2
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +48,7 @@ fn main() -> ExitCode {
         Some("up") => up(&args[1..]),
         Some("test") => test(),
         Some("fault-signature") => fault_signature(&args[1..]),
+        Some("ab-override") => ab_override(&args[1..]),
         Some("bench") => Err(anyhow::anyhow!(
             "the benchmark is not written yet (issue 6)"
         )),
@@ -207,6 +220,8 @@ fn up(args: &[String]) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let product = upstream::Upstream::echo("product-v1").await?;
+        let product_v2 = upstream::Upstream::echo("product-v2").await?;
+        let store = upstream::Upstream::echo("store").await?;
         let plugins = wasmplugin::load_dir(&paths::wasmplugins())?;
         let overlay = Overlay::local()?;
         let labels = workload_labels("product", "v1");
@@ -215,9 +230,32 @@ fn up(args: &[String]) -> Result<()> {
             .port(port)
             .wasm_plugins(&plugins, &overlay, &labels, WorkloadMode::Server, 8081)?
             .route(Route::to_cluster("/", "product"));
+        // The ingress gateway: its WasmPlugins and the shop's routes from k8s/, product v1/v2.
+        let gateway_port = port.checked_add(1).context("--port")?;
+        let shop = k8s::find(&k8s::dir().join("mesh/gateway-routes.yaml"), "VirtualService", "shop")?;
+        let gateway_chain = wasmplugin::chain(&plugins, &gateway_labels(), WorkloadMode::Client, 8080);
+        let gateway = k8s::virtual_service_routes(&shop, |host, subset| match subset {
+            Some(s) if host.starts_with("product.") => format!("product-{s}"),
+            _ => "store".to_owned(),
+        })
+        .into_iter()
+        .fold(
+            Listener::new("gateway").port(gateway_port).wasm_plugins(
+                &plugins,
+                &overlay,
+                &gateway_labels(),
+                WorkloadMode::Client,
+                8080,
+            )?,
+            Listener::route,
+        );
         let mut bootstrap = Bootstrap::new()
             .listener(listener)
-            .cluster(Cluster::new("product", &[product.addr]));
+            .listener(gateway)
+            .cluster(Cluster::new("product", &[product.addr]))
+            .cluster(Cluster::new("product-v1", &[product.addr]))
+            .cluster(Cluster::new("product-v2", &[product_v2.addr]))
+            .cluster(Cluster::new("store", &[store.addr]));
         bootstrap.admin_port = admin_port;
         let mut options = envoy::Options::default();
         options.env.extend(overlay.host_env.clone());
@@ -252,6 +290,22 @@ fn up(args: &[String]) -> Result<()> {
         println!("  curl -s {admin}/stats/prometheus | grep meshwright");
         println!("  (cargo xtask fault-signature --abort 503 --delay 200 makes other signatures)");
         println!();
+        let gw = format!("http://{}", envoy.listener("gateway"));
+        let ab_key = overlay.host_env.get("MESHWRIGHT_AB_SIGNING_KEY").cloned().unwrap_or_default();
+        let ab_forced = meshwright_ab::overrides::sign(ab_key.as_bytes(), "product=v2", expiry);
+        println!("  {gw}   ingress gateway (routes of k8s/mesh/gateway-routes.yaml) → product-v1 {}, product-v2 {}, store {}", product.addr, product_v2.addr, store.addr);
+        for p in &gateway_chain {
+            println!("  plugin {}.{} (root_id {}), {}", p.metadata.namespace, p.metadata.name, p.spec.plugin_name.as_deref().unwrap_or(""), p.spec.url);
+        }
+        println!();
+        println!("Try the A/B filter (experiments in wasmplugins/ab.yaml, reference in docs/ab.md):");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-device-id: device-7' | jq -r .upstream    # sticky per user");
+        println!("  curl -si {gw}/services/product/api/products | grep -i set-cookie                         # anonymous id + sticky cookie");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-ab-product: v2' | jq .headers              # a client's copy is overwritten");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-ab-override: {ab_forced}' | jq -r .upstream   # signed QA override: v2");
+        println!("  curl -s {admin}/stats/prometheus | grep meshwright_ab");
+        println!("  (cargo xtask ab-override product=v2 --ttl 3600 makes other override values)");
+        println!();
         println!("Ctrl-C stops Envoy and the upstream.");
         loop {
             tokio::select! {
@@ -266,6 +320,8 @@ fn up(args: &[String]) -> Result<()> {
         println!("stopping");
         drop(envoy);
         drop(product);
+        drop(product_v2);
+        drop(store);
         Ok(())
     })
 }
@@ -312,6 +368,35 @@ fn fault_signature(args: &[String]) -> Result<()> {
         "-H '{}: {}'",
         meshwright_fault::control::SIGNATURE,
         meshwright_fault::control::sign(key.as_bytes(), expiry, fields)
+    );
+    Ok(())
+}
+
+fn ab_override(args: &[String]) -> Result<()> {
+    let pairs = args.first().filter(|a| !a.starts_with("--")).context(
+        "usage: cargo xtask ab-override EXPERIMENT=VARIANT[,...] [--ttl SECONDS] [--key K]",
+    )?;
+    let key = match flag(args, "--key") {
+        Some(k) => k.to_owned(),
+        None => std::env::var("MESHWRIGHT_AB_SIGNING_KEY")
+            .ok()
+            .or_else(|| {
+                Overlay::local()
+                    .ok()?
+                    .host_env
+                    .get("MESHWRIGHT_AB_SIGNING_KEY")
+                    .cloned()
+            })
+            .unwrap_or_default(),
+    };
+    let ttl: u64 = flag(args, "--ttl").unwrap_or("3600").parse()?;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + ttl;
+    println!(
+        "{}",
+        meshwright_ab::overrides::sign(key.as_bytes(), pairs, expiry)
     );
     Ok(())
 }
