@@ -159,8 +159,15 @@ async fn main() -> Result<()> {
         env: overlay.host_env.clone(),
         ..Options::default()
     };
+    let floor = same_as_lua
+        .clone()
+        .with_plugin_config(json!({"identity": [], "baggage": false}));
     let variants: Vec<(&str, Value)> = vec![
         ("bare Envoy", bootstrap(vec![])),
+        (
+            "ab wasm, nothing to do (proxy-wasm callbacks only)",
+            bootstrap(vec![floor.to_envoy_filter(&overlay)?]),
+        ),
         (
             "Lua filter, same hashing and header work",
             bootstrap(vec![lua_filter()]),

@@ -293,6 +293,14 @@ async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
         stat(&bed, "experiment.product.client_header_removed").await,
         2
     );
+    // Several baggage headers (allowed by the W3C spec): every member of each is kept.
+    let (_, r) = as_user(
+        &http,
+        "mallory",
+        &[("baggage", "a=1"), ("baggage", "ab.product=v2, b=2")],
+    )
+    .await?;
+    assert_eq!(seen(&r).2.as_deref(), Some("a=1,b=2,ab.product=v1"));
     Ok(())
 }
 

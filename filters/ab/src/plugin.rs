@@ -17,6 +17,7 @@ use meshwright_host::{abi, clock, logging, random};
 use meshwright_shared::config::{ConfigError, Reason};
 use meshwright_shared::headers::HeaderList;
 use meshwright_shared::rng::WyRand;
+use meshwright_shared::wire::visit_pairs;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::RefCell;
@@ -183,32 +184,38 @@ struct AbHttp {
 
 impl Context for AbHttp {}
 
-/// The request headers the config reads, repeated ones joined.
+/// The request headers the config reads, repeated ones joined (`cookie` with `; `, others with
+/// `,`): one host call, and only the wanted values are copied.
 fn read_headers(wanted: &[String]) -> HeaderList {
+    let mut list = HeaderList::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return list;
+    }
+    let Ok(bytes) = abi::header_map_bytes(MapType::HttpRequestHeaders) else {
+        return list;
+    };
     let mut values: Vec<Option<String>> = vec![None; wanted.len()];
-    if let Ok(pairs) = abi::header_pairs(MapType::HttpRequestHeaders) {
-        for (k, v) in pairs {
-            let Some(slot) = wanted
-                .iter()
-                .position(|w| w.eq_ignore_ascii_case(&k))
-                .and_then(|i| values.get_mut(i))
-            else {
-                continue;
-            };
-            match slot {
-                None => *slot = Some(v),
-                Some(existing) => {
-                    existing.push_str(if k.eq_ignore_ascii_case("cookie") {
-                        "; "
-                    } else {
-                        ","
-                    });
-                    existing.push_str(&v);
-                }
+    visit_pairs(&bytes, |k, v| {
+        let Some(slot) = wanted
+            .iter()
+            .position(|w| w.as_bytes().eq_ignore_ascii_case(k))
+            .and_then(|i| values.get_mut(i))
+        else {
+            return;
+        };
+        let v = String::from_utf8_lossy(v);
+        match slot {
+            None => *slot = Some(v.into_owned()),
+            Some(existing) => {
+                existing.push_str(if k.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ","
+                });
+                existing.push_str(&v);
             }
         }
-    }
-    let mut list = HeaderList::with_capacity(wanted.len());
+    });
     for (name, value) in wanted.iter().zip(values) {
         if let Some(v) = value {
             list.push(name, v);
