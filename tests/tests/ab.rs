@@ -176,6 +176,53 @@ async fn the_header_written_by_the_filter_selects_the_route() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn growthbook_mode_reproduces_the_published_hash_vectors_in_envoy() -> Result<()> {
+    // GrowthBook's SDK conformance cases, "hash" section, version 2 rows [seed, id, expected]
+    // (growthbook/growthbook packages/sdk-js/test/cases.json, spec 0.5.4). With salt = seed, the
+    // first variant's position is GrowthBook's hash: a first variant of weight p + 1 basis points
+    // takes the user, one of weight p does not — the position is read off to the basis point.
+    let vectors = [
+        ("seed", "a", 0.0505),
+        ("seed", "b", 0.2696),
+        ("foo", "ab", 0.2575),
+        ("foo", "def", 0.2019),
+        ("89123klj", "8952klfjas09ujkasdf", 0.124),
+        ("90850943850283058242805", "123", 0.7516),
+        ("()**(%$##$%#$#", "___)((*\":&", 0.0128),
+    ];
+    let mut experiments = Vec::new();
+    for (k, (seed, _, expected)) in vectors.iter().enumerate() {
+        let p = (expected * 10_000.0_f64).round() as u32;
+        for (suffix, w) in [("above", p + 1), ("at", p)] {
+            experiments.push(json!({
+                "name": format!("gb{k}-{suffix}"), "header": format!("x-gb{k}-{suffix}"),
+                "salt": seed, "hash": "growthbook_v2",
+                "variants": [{"name": "in", "weight": w}, {"name": "out", "weight": 10_000 - w}]
+            }));
+        }
+    }
+    let plugin = gateway_plugin(|c| {
+        *c = json!({"identity": [{"header": "x-user"}], "experiments": experiments});
+    });
+    let bed = gateway(plugin).await?;
+    let http = bed.http();
+    for (k, (seed, id, expected)) in vectors.iter().enumerate() {
+        let r = http.get("/", &[("x-user", id)]).await?.json()?;
+        let h = |suffix: &str| {
+            r["headers"][format!("x-gb{k}-{suffix}")]
+                .as_str()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            (h("above").as_deref(), h("at").as_deref()),
+            (Some("in"), Some("out")),
+            "hash({seed:?}, {id:?}, 2) must be {expected}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move() -> Result<()> {
     let plugin = shipped("ab")?;
     let config = native(&plugin);

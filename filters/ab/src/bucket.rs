@@ -8,8 +8,9 @@
 //!   so a backend using a GrowthBook SDK (`hash(seed, id, 2)`) computes the same positions.
 //!
 //! ## Layout: independent positions, sequential thresholds
-//! Each experiment draws, per user, one position for coverage (seed `<salt>:coverage`) and one
-//! per variant (seed `<salt>:<variant>`), all independent. The user is in the experiment iff
+//! Each experiment draws, per user, one position for coverage (seed `<salt>|coverage`) and one
+//! per variant (seed `<salt>` for the first variant, `<salt>:<variant>` for the others), all
+//! independent (variant names cannot contain `|`, so no variant shares the coverage seed). The user is in the experiment iff
 //! `coverage position < coverage`. Then the variants are tried in the order listed: variant `i`
 //! takes the user iff
 //!
@@ -219,20 +220,20 @@ mod tests {
     }
 
     /// A GrowthBook SDK evaluating an experiment the way docs/ab.md describes — seed
-    /// `<salt>:<first variant>`, hash version 2, explicit `ranges` [[0, w/1e4], [w/1e4, 1]],
-    /// coverage as a `filters` entry with seed `<salt>:coverage` and range [0, c/1e4] — here
+    /// `<salt>`, hash version 2, explicit `ranges` [[0, w/1e4], [w/1e4, 1]],
+    /// coverage as a `filters` entry with seed `<salt>|coverage` and range [0, c/1e4] — here
     /// re-implemented from GrowthBook's published algorithm (`inRange`: start <= n < end).
-    fn growthbook_sdk(salt: &str, first: &str, w: u32, coverage: u32, id: &str) -> Option<usize> {
+    fn growthbook_sdk(salt: &str, w: u32, coverage: u32, id: &str) -> Option<usize> {
         let n = |seed: &str| f64::from(growthbook_v2(seed, id)) / 10_000.0;
         let in_range = |n: f64, (start, end): (f64, f64)| n >= start && n < end;
         if !in_range(
-            n(&format!("{salt}:coverage")),
+            n(&format!("{salt}|coverage")),
             (0.0, f64::from(coverage) / 1e4),
         ) {
             return None;
         }
         let split = f64::from(w) / 1e4;
-        let v = n(&format!("{salt}:{first}"));
+        let v = n(salt);
         [(0.0, split), (split, 1.0)]
             .iter()
             .position(|r| in_range(v, *r))
@@ -245,7 +246,7 @@ mod tests {
             let id = format!("user-{u}");
             assert_eq!(
                 choose(&e, &id),
-                growthbook_sdk("e", "v0", 9000, 6000, &id),
+                growthbook_sdk("e", 9000, 6000, &id),
                 "{id}"
             );
         }

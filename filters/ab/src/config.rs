@@ -216,7 +216,7 @@ pub struct Experiment {
     pub baggage_key: String,
     pub trust_baggage: bool,
     pub variants: Vec<Variant>,
-    /// Seed of the coverage position: `<salt>:coverage`.
+    /// Seed of the coverage position: `<salt>|coverage`.
     pub coverage_seed: String,
 }
 
@@ -227,7 +227,7 @@ pub struct Variant {
     pub weight: u32,
     /// Basis points left for this variant and those after it: `10000 − Σ earlier weights`.
     pub remaining: u32,
-    /// Seed of this variant's position: `<salt>:<name>`.
+    /// Seed of this variant's position: the salt for the first variant, `<salt>:<name>` after.
     pub seed: String,
 }
 
@@ -616,7 +616,11 @@ impl ExperimentSpec {
                 name: v.name.clone(),
                 weight: v.weight,
                 remaining: SPACE.saturating_sub(used),
-                seed: format!("{salt}:{}", v.name),
+                seed: if i == 0 {
+                    salt.clone()
+                } else {
+                    format!("{salt}:{}", v.name)
+                },
             });
             used = used.saturating_add(v.weight);
         }
@@ -630,7 +634,7 @@ impl ExperimentSpec {
             name: self.name.clone(),
             enabled: self.enabled,
             header,
-            coverage_seed: format!("{salt}:coverage"),
+            coverage_seed: format!("{salt}|coverage"),
             salt,
             version: self.version,
             hash: self.hash,
@@ -711,7 +715,8 @@ mod tests {
         assert_eq!(e.header, "x-ab-product");
         assert_eq!(e.salt, "product");
         assert_eq!(e.baggage_key, "ab.product");
-        assert_eq!(e.coverage_seed, "product:coverage");
+        assert_eq!(e.coverage_seed, "product|coverage");
+        assert_eq!(e.variants[0].seed, "product");
         assert_eq!(e.hash, HashMode::GrowthbookV2);
         assert_eq!(
             e.variants[1],
