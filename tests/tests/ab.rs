@@ -550,7 +550,8 @@ async fn a_sticky_cookie_holds_a_user_through_a_ramp_down() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_mesh_plugin_routes_store_calls_by_baggage_or_the_same_hash() -> Result<()> {
+async fn the_mesh_plugin_routes_store_calls_by_the_gateways_assignment_or_the_same_hash()
+-> Result<()> {
     let plugin = shipped("ab-mesh")?;
     let config = native(&plugin);
     let bed = Bed::builder()
@@ -584,6 +585,11 @@ async fn the_mesh_plugin_routes_store_calls_by_baggage_or_the_same_hash() -> Res
         call(vec![("authorization", bearer(&v2_user))]).await,
         "product-v2",
         "no baggage: the same hash as at the gateway"
+    );
+    assert_eq!(
+        call(vec![("x-ab-product", "v2".into())]).await,
+        "product-v2",
+        "the gateway's assignment, forwarded as the header"
     );
     assert_eq!(
         call(vec![]).await,

@@ -146,9 +146,10 @@ pub struct ExperimentSpec {
     pub matches: RequestMatchSpec,
     /// Key of the W3C baggage member; default `ab.<name>`.
     pub baggage_key: Option<String>,
-    /// Take the assignment from an incoming baggage member (hops inside the mesh).
+    /// Take the assignment an earlier hop made, from its baggage member or output header (hops
+    /// inside the mesh, behind a proxy that removes client copies).
     #[serde(default)]
-    pub trust_baggage: bool,
+    pub trust_incoming: bool,
     pub variants: Vec<VariantSpec>,
 }
 
@@ -214,7 +215,7 @@ pub struct Experiment {
     pub coverage: u32,
     pub matcher: RequestMatcher,
     pub baggage_key: String,
-    pub trust_baggage: bool,
+    pub trust_incoming: bool,
     pub variants: Vec<Variant>,
     /// Seed of the coverage position: `<salt>|coverage`.
     pub coverage_seed: String,
@@ -385,7 +386,7 @@ impl AbConfigSpec {
                 need(a.key.header_read());
             }
         }
-        if self.baggage || experiments.iter().any(|e| e.trust_baggage) {
+        if self.baggage || experiments.iter().any(|e| e.trust_incoming) {
             need("baggage");
         }
 
@@ -641,7 +642,7 @@ impl ExperimentSpec {
             coverage,
             matcher: self.matches.compile(&field.key("match"))?,
             baggage_key,
-            trust_baggage: self.trust_baggage,
+            trust_incoming: self.trust_incoming,
             variants,
         })
     }

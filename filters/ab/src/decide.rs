@@ -5,8 +5,8 @@
 //! 1. the client's copy of the output header is always removed or overwritten (no
 //!    self-selection), and so are client-supplied baggage members under the experiment's key;
 //! 2. a disabled experiment, or one whose `match` does not hold, assigns nothing;
-//! 3. otherwise the first of these wins: an accepted QA override; a trusted incoming baggage
-//!    member (`trust_baggage`); a valid sticky-cookie entry of the current `version` naming a
+//! 3. otherwise the first of these wins: an accepted QA override; with `trust_incoming`, the
+//!    assignment an earlier hop made (its baggage member, else its output header); a valid sticky-cookie entry of the current `version` naming a
 //!    variant whose weight is not 0; the hash of the user's identity (`bucket::choose`), which
 //!    may leave the user outside the coverage. Without an identity nothing is assigned.
 //!
@@ -29,7 +29,8 @@ pub enum By {
     Hash,
     Sticky,
     Override,
-    Baggage,
+    /// Taken from an earlier hop (`trust_incoming`).
+    Incoming,
 }
 
 impl By {
@@ -38,7 +39,7 @@ impl By {
             Self::Hash => "hash",
             Self::Sticky => "sticky",
             Self::Override => "override",
-            Self::Baggage => "baggage",
+            Self::Incoming => "incoming",
         }
     }
 }
@@ -136,13 +137,13 @@ pub fn decide(
                     by: By::Override,
                 }
             } else if let Some(v) = e
-                .trust_baggage
-                .then(|| inherited(e, incoming_baggage))
+                .trust_incoming
+                .then(|| inherited(e, incoming_baggage, req))
                 .flatten()
             {
                 Outcome::Assigned {
                     variant: v,
-                    by: By::Baggage,
+                    by: By::Incoming,
                 }
             } else if let Some(v) = remembered(e, sticky_entries) {
                 Outcome::Assigned {
@@ -232,10 +233,17 @@ fn assigned_name(e: &Experiment, outcome: Outcome) -> Option<&str> {
     }
 }
 
-/// The variant named by a trusted incoming baggage member.
-fn inherited(e: &Experiment, baggage_header: Option<&str>) -> Option<usize> {
-    let v = baggage::get(baggage_header?, &e.baggage_key)?;
-    e.variant_index(&v)
+/// The variant an earlier hop assigned: its baggage member, else its copy of the output header
+/// (for `trust_incoming`: hops behind a proxy that removes client copies of both).
+fn inherited(
+    e: &Experiment,
+    baggage_header: Option<&str>,
+    req: &impl HeaderSource,
+) -> Option<usize> {
+    baggage_header
+        .and_then(|b| baggage::get(b, &e.baggage_key))
+        .and_then(|v| e.variant_index(&v))
+        .or_else(|| e.variant_index(req.header(&e.header)?))
 }
 
 /// The variant recorded in the sticky cookie, if still valid: same version, and the variant
@@ -503,7 +511,7 @@ mod tests {
     fn trusted_baggage_carries_the_assignment_inside_the_mesh() {
         let c = config(
             r#"{"identity":[],"experiments":[{"name":"product","header":"x-ab-product",
-                "trust_baggage":true,"variants":[{"name":"v1","weight":10000},{"name":"v2","weight":0}]}]}"#,
+                "trust_incoming":true,"variants":[{"name":"v1","weight":10000},{"name":"v2","weight":0}]}]}"#,
         );
         let r = req(&[("baggage", "a=1,ab.product=v2")]);
         let d = decide(&c, None, &r, NOW, &mut WyRand::new(1));
@@ -511,11 +519,22 @@ mod tests {
             d.outcomes,
             [Outcome::Assigned {
                 variant: 1,
-                by: By::Baggage
+                by: By::Incoming
             }]
         );
         assert_eq!(header(&d, "x-ab-product"), Some("v2"));
         assert_eq!(header(&d, "baggage"), None, "unchanged, not rewritten");
+        // An app that forwards the header but not baggage: the header carries it.
+        let r = req(&[("x-ab-product", "v2")]);
+        let d = decide(&c, None, &r, NOW, &mut WyRand::new(1));
+        assert_eq!(
+            d.outcomes,
+            [Outcome::Assigned {
+                variant: 1,
+                by: By::Incoming
+            }]
+        );
+        assert_eq!(header(&d, "baggage"), Some("ab.product=v2"));
         let r = req(&[("baggage", "ab.product=v9")]);
         let d = decide(&c, None, &r, NOW, &mut WyRand::new(1));
         assert_eq!(
@@ -523,7 +542,7 @@ mod tests {
             [Outcome::NoIdentity],
             "unknown variants are ignored"
         );
-        // Without trust_baggage the same member is a spoof.
+        // Without trust_incoming the same member is a spoof.
         let c = product((10_000, 0), "");
         let r = req(&[
             (":path", "/services/product/x"),
@@ -667,7 +686,7 @@ mod tests {
                           {"name":"a","header":"x-ab-a","coverage":5000,"hash":"growthbook_v2",
                            "match":{"path":{"regex":"/api/.*"}},
                            "variants":[{"name":"v1","weight":5000},{"name":"v2","weight":5000}]},
-                          {"name":"b","header":"x-ab-b","trust_baggage":true,
+                          {"name":"b","header":"x-ab-b","trust_incoming":true,
                            "variants":[{"name":"x","weight":3000},{"name":"y","weight":3000},{"name":"z","weight":4000}]}]}"#,
                 );
                 let r = req(&[(":path", &path), ("cookie", &cookie), ("authorization", &auth),

@@ -268,7 +268,7 @@ impl HttpContext for AbHttp {
                         match by {
                             By::Sticky => v.sticky.inc(),
                             By::Override => v.overridden.inc(),
-                            By::Hash | By::Baggage => {}
+                            By::Hash | By::Incoming => {}
                         }
                     }
                 }
