@@ -5,6 +5,7 @@
 //! - [`install`]: Envoy from PyPI, Debian packages, Rust targets — idempotent, locked;
 //! - [`envoy`]: the Envoy process and its admin API;
 //! - [`upstream`] and [`client`]: real servers and clients on loopback;
+//! - [`k8s`]: the mesh configuration in `k8s/` as data (VirtualService rules → local routes);
 //! - [`Bed`]: the usual arrangement — upstream(s), one Envoy with the plugins, a client.
 //!
 //! Used by `cargo xtask` (build/up/test), the integration tests in `tests/tests/`, and the
@@ -15,6 +16,7 @@ pub mod client;
 pub mod envoy;
 pub mod idp;
 pub mod install;
+pub mod k8s;
 pub mod load;
 pub mod paths;
 pub mod render;
@@ -29,11 +31,14 @@ use wasmplugin::{Overlay, WasmPlugin, WorkloadMode};
 /// Name of the listener a [`Bed`] serves on.
 pub const MAIN: &str = "main";
 
-/// A local proxy in front of one upstream, with a set of WasmPlugins attached the way istiod
+/// A local proxy in front of one upstream (cluster `backend`) and any number of further named
+/// upstreams (one cluster each, same name), with a set of WasmPlugins attached the way istiod
 /// would attach them to a workload.
 pub struct Bed {
     pub envoy: envoy::Envoy,
     pub upstream: upstream::Upstream,
+    /// The further upstreams, by cluster name ([`BedBuilder::also_upstream`]).
+    pub upstreams: BTreeMap<String, upstream::Upstream>,
 }
 
 /// How to set up a [`Bed`].
@@ -49,6 +54,7 @@ pub struct BedBuilder {
     cluster: Box<dyn FnOnce(render::Cluster) -> render::Cluster + Send>,
     extra_clusters: Vec<render::Cluster>,
     listener_port: u16,
+    extra: Vec<(String, Option<upstream::Behaviour>)>,
 }
 
 impl Bed {
@@ -66,6 +72,15 @@ impl Bed {
             cluster: Box::new(|c| c),
             extra_clusters: Vec::new(),
             listener_port: 0,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A further upstream started by [`BedBuilder::also_upstream`].
+    pub fn upstream_named(&self, name: &str) -> &upstream::Upstream {
+        match self.upstreams.get(name) {
+            Some(u) => u,
+            None => panic!("no upstream {name}; have {:?}", self.upstreams.keys()),
         }
     }
 
@@ -139,6 +154,19 @@ impl BedBuilder {
         self
     }
 
+    /// Adds an echo upstream behind its own cluster `name` (route to it with [`Self::routes`]).
+    /// Its echo reply names it (`"upstream": name`), so tests see which one answered.
+    pub fn also_upstream(mut self, name: &str) -> Self {
+        self.extra.push((name.to_owned(), None));
+        self
+    }
+
+    /// Adds an upstream with a behaviour behind its own cluster `name`.
+    pub fn also_upstream_with(mut self, name: &str, b: upstream::Behaviour) -> Self {
+        self.extra.push((name.to_owned(), Some(b)));
+        self
+    }
+
     /// Adjusts the `backend` cluster (e.g. HTTP/2, circuit breakers).
     pub fn cluster(
         mut self,
@@ -153,8 +181,12 @@ impl BedBuilder {
             Some(b) => upstream::Upstream::start("backend", b).await?,
             None => upstream::Upstream::echo("backend").await?,
         };
-        let envoy = self.start_proxy(upstream.addr).await?;
-        Ok(Bed { envoy, upstream })
+        let (envoy, upstreams) = self.launch(upstream.addr).await?;
+        Ok(Bed {
+            envoy,
+            upstream,
+            upstreams,
+        })
     }
 
     /// Starts only the proxy, its `backend` cluster pointing at `backend` instead of an upstream
@@ -172,6 +204,14 @@ impl BedBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn start_proxy(self, backend: std::net::SocketAddr) -> Result<envoy::Envoy> {
+        Ok(self.launch(backend).await?.0)
+    }
+
+    /// Starts the further upstreams and the proxy in front of `backend`.
+    async fn launch(
+        self,
+        backend: std::net::SocketAddr,
+    ) -> Result<(envoy::Envoy, BTreeMap<String, upstream::Upstream>)> {
         let overlay = match &self.overlay {
             Some(o) => o.clone(),
             None => Overlay::local()?,
@@ -185,12 +225,21 @@ impl BedBuilder {
         for c in self.extra_clusters {
             bootstrap = bootstrap.cluster(c);
         }
+        let mut upstreams = BTreeMap::new();
+        for (name, behaviour) in self.extra {
+            let u = match behaviour {
+                Some(b) => upstream::Upstream::start(&name, b).await?,
+                None => upstream::Upstream::echo(&name).await?,
+            };
+            bootstrap = bootstrap.cluster(render::Cluster::new(&name, &[u.addr]));
+            upstreams.insert(name, u);
+        }
         let config = bootstrap.to_json();
         let mut options = self.options;
         for (k, v) in &overlay.host_env {
             options.env.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        envoy::Envoy::start(&config, &options).await
+        Ok((envoy::Envoy::start(&config, &options).await?, upstreams))
     }
 }
 

@@ -4,9 +4,11 @@
 //! so the README's commands work on a fresh machine.
 
 use anyhow::{Context, Result, bail};
-use meshwright_testbed::render::{Bootstrap, Cluster, Listener, Route, workload_labels};
+use meshwright_testbed::render::{
+    Bootstrap, Cluster, Listener, Route, gateway_labels, workload_labels,
+};
 use meshwright_testbed::wasmplugin::{self, Overlay, WorkloadMode};
-use meshwright_testbed::{envoy, install, paths, upstream};
+use meshwright_testbed::{envoy, idp, install, k8s, paths, upstream};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -17,6 +19,7 @@ const FILTERS: &[(&str, &str, &str)] = &[
     ("fault", "meshwright-fault", "meshwright_fault"),
     ("oauth2", "meshwright-oauth2", "meshwright_oauth2"),
     ("retry-budget", "meshwright-retry", "meshwright_retry"),
+    ("ab", "meshwright-ab", "meshwright_ab"),
 ];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
@@ -26,13 +29,19 @@ const WASM_CRATES: &[&str] = &[
     "meshwright-fault",
     "meshwright-oauth2",
     "meshwright-retry",
+    "meshwright-ab",
 ];
 const PURE_CRATES: &[&str] = &[
     "meshwright-shared",
     "meshwright-fault",
     "meshwright-oauth2",
     "meshwright-retry",
+    "meshwright-ab",
 ];
+
+/// Port of the OpenID Provider `up` starts (wasmplugins/local/overlay.yaml points the OAuth2
+/// filter at it).
+const LOCAL_IDP_PORT: u16 = 19080;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -42,6 +51,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                         (native and wasm32 under Node), Envoy integration tests, manifest checks
   fault-signature [--abort S] [--grpc G] [--delay MS] [--ttl SECONDS] [--key K]
                         print the x-meshwright-fault-signature for a signed fault request
+  ab-override PAIRS [--ttl SECONDS] [--key K]
+                        print a signed A/B override value, e.g. ab-override product=v2
 ";
 
 fn main() -> ExitCode {
@@ -51,6 +62,7 @@ fn main() -> ExitCode {
         Some("up") => up(&args[1..]),
         Some("test") => test(),
         Some("fault-signature") => fault_signature(&args[1..]),
+        Some("ab-override") => ab_override(&args[1..]),
         Some("bench") => Err(anyhow::anyhow!(
             "the benchmark is not written yet (issue 6)"
         )),
@@ -221,7 +233,7 @@ fn up(args: &[String]) -> Result<()> {
     install::ensure_envoy()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        // Echo, except /outage/… which fails like a service that is down.
+        // product: echo, except /outage/… which fails like a service that is down.
         let product = upstream::Upstream::start(
             "product-v1",
             std::sync::Arc::new(|seen: &upstream::Seen| {
@@ -233,6 +245,8 @@ fn up(args: &[String]) -> Result<()> {
             }),
         )
         .await?;
+        let product_v2 = upstream::Upstream::echo("product-v2").await?;
+        let store = upstream::Upstream::echo("store").await?;
         let plugins = wasmplugin::load_dir(&paths::wasmplugins())?;
         let overlay = Overlay::local()?;
         let labels = workload_labels("product", "v1");
@@ -243,11 +257,11 @@ fn up(args: &[String]) -> Result<()> {
             .route(Route::to_cluster("/", "product"));
         // store's outbound sidecar calling product with the mesh's retry policy
         // (k8s/mesh/mesh-routes.yaml: 2 attempts on connection failures and 503).
-        let store = workload_labels("store", "v1");
-        let outbound_chain = wasmplugin::chain(&plugins, &store, WorkloadMode::Client, 8081);
+        let store_labels = workload_labels("store", "v1");
+        let outbound_chain = wasmplugin::chain(&plugins, &store_labels, WorkloadMode::Client, 8081);
         let outbound = Listener::new("sidecar-outbound")
             .port(port.saturating_add(1))
-            .wasm_plugins(&plugins, &overlay, &store, WorkloadMode::Client, 8081)?
+            .wasm_plugins(&plugins, &overlay, &store_labels, WorkloadMode::Client, 8081)?
             .route(Route::to_cluster("/", "product").retries(serde_json::json!({
                 "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
                 "retriable_status_codes": [503],
@@ -259,10 +273,43 @@ fn up(args: &[String]) -> Result<()> {
         product_cluster.extra = serde_json::json!({"circuit_breakers": {"thresholds": [{
             "max_connections": max, "max_pending_requests": max, "max_requests": max, "max_retries": max,
         }]}});
+        // The ingress gateway: its WasmPlugins and the shop's routes from k8s/, product v1/v2,
+        // and a local OpenID Provider for the OAuth2 filter.
+        let gateway_port = port.checked_add(2).context("--port")?;
+        let gw = format!("http://127.0.0.1:{gateway_port}");
+        let mut idp = idp::Idp::new(LOCAL_IDP_PORT, idp::IdpOptions {
+            redirect_uris: vec![format!("{gw}/oauth2/callback")],
+            post_logout_uris: vec![format!("{gw}/")],
+            ..idp::IdpOptions::default()
+        });
+        idp.start().await.context("starting the local OpenID Provider (port 19080)")?;
+        let shop = k8s::find(&k8s::dir().join("mesh/gateway-routes.yaml"), "VirtualService", "shop")?;
+        let gateway_chain = wasmplugin::chain(&plugins, &gateway_labels(), WorkloadMode::Client, 8080);
+        let gateway = k8s::virtual_service_routes(&shop, |host, subset| match subset {
+            Some(s) if host.starts_with("product.") => format!("product-{s}"),
+            _ => "store".to_owned(),
+        })
+        .into_iter()
+        .fold(
+            Listener::new("gateway").port(gateway_port).wasm_plugins(
+                &plugins,
+                &overlay,
+                &gateway_labels(),
+                WorkloadMode::Client,
+                8080,
+            )?,
+            Listener::route,
+        );
+        let local_idp: std::net::SocketAddr = format!("127.0.0.1:{LOCAL_IDP_PORT}").parse()?;
         let mut bootstrap = Bootstrap::new()
             .listener(listener)
             .listener(outbound)
-            .cluster(product_cluster);
+            .listener(gateway)
+            .cluster(product_cluster)
+            .cluster(Cluster::new("product-v1", &[product.addr]))
+            .cluster(Cluster::new("product-v2", &[product_v2.addr]))
+            .cluster(Cluster::new("store", &[store.addr]))
+            .cluster(Cluster::new("local-idp", &[local_idp]));
         bootstrap.admin_port = admin_port;
         let mut options = envoy::Options::default();
         options.env.extend(overlay.host_env.clone());
@@ -310,6 +357,28 @@ fn up(args: &[String]) -> Result<()> {
         println!("  for i in $(seq 120); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/products -H 'x-envoy-attempt-count: 2'; done; echo");
         println!("      # server side: retries beyond the budget (floor 100 when idle) get 429 + x-envoy-ratelimited");
         println!();
+        let ab_key = overlay.host_env.get("MESHWRIGHT_AB_SIGNING_KEY").cloned().unwrap_or_default();
+        let ab_forced = meshwright_ab::overrides::sign(ab_key.as_bytes(), "product=v2", expiry);
+        println!("  {gw}   ingress gateway (routes of k8s/mesh/gateway-routes.yaml) → product-v1 {}, product-v2 {}, store {}", product.addr, product_v2.addr, store.addr);
+        for p in &gateway_chain {
+            println!("  plugin {}.{} (root_id {}), {}", p.metadata.namespace, p.metadata.name, p.spec.plugin_name.as_deref().unwrap_or(""), p.spec.url);
+        }
+        println!();
+        println!("Try the A/B filter (experiments in wasmplugins/ab.yaml, reference in docs/ab.md):");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-device-id: device-7' | jq -r .upstream    # sticky per user");
+        println!("  curl -si {gw}/services/product/api/products | grep -i set-cookie                         # anonymous id + sticky cookie");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-ab-product: v2' | jq .headers              # a client's copy is overwritten");
+        println!("  curl -s {gw}/services/product/api/products -H 'x-ab-override: {ab_forced}' | jq -r .upstream   # signed QA override: v2");
+        println!("  curl -s {admin}/stats/prometheus | grep meshwright_ab");
+        println!("  (cargo xtask ab-override product=v2 --ttl 3600 makes other override values)");
+        println!();
+        println!("Try the OAuth2 filter (wasmplugins/oauth2.yaml, reference in docs/oauth2.md):");
+        println!("  open {gw}/ in a browser: the local IdP at {} asks for a login (any name, any password)", idp.issuer);
+        println!("  curl -si {gw}/account | grep -i location                  # a browser-less client is sent to the IdP too");
+        println!("  curl -s {gw}/services/store/api/account -H 'accept: application/json'   # API calls: 401 with the login URL");
+        println!("  curl -s {gw}/.well-known/meshwright/jwks.json             # the keys of the JWTs the gateway mints");
+        println!("  (locally, GET /services/product/api/ bypasses the login so the A/B examples work with curl)");
+        println!();
         println!("Ctrl-C stops Envoy and the upstream.");
         loop {
             tokio::select! {
@@ -324,6 +393,9 @@ fn up(args: &[String]) -> Result<()> {
         println!("stopping");
         drop(envoy);
         drop(product);
+        drop(product_v2);
+        drop(store);
+        drop(idp);
         Ok(())
     })
 }
@@ -370,6 +442,35 @@ fn fault_signature(args: &[String]) -> Result<()> {
         "-H '{}: {}'",
         meshwright_fault::control::SIGNATURE,
         meshwright_fault::control::sign(key.as_bytes(), expiry, fields)
+    );
+    Ok(())
+}
+
+fn ab_override(args: &[String]) -> Result<()> {
+    let pairs = args.first().filter(|a| !a.starts_with("--")).context(
+        "usage: cargo xtask ab-override EXPERIMENT=VARIANT[,...] [--ttl SECONDS] [--key K]",
+    )?;
+    let key = match flag(args, "--key") {
+        Some(k) => k.to_owned(),
+        None => std::env::var("MESHWRIGHT_AB_SIGNING_KEY")
+            .ok()
+            .or_else(|| {
+                Overlay::local()
+                    .ok()?
+                    .host_env
+                    .get("MESHWRIGHT_AB_SIGNING_KEY")
+                    .cloned()
+            })
+            .unwrap_or_default(),
+    };
+    let ttl: u64 = flag(args, "--ttl").unwrap_or("3600").parse()?;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + ttl;
+    println!(
+        "{}",
+        meshwright_ab::overrides::sign(key.as_bytes(), pairs, expiry)
     );
     Ok(())
 }

@@ -336,13 +336,21 @@ pub fn plugin_configuration() -> Result<Vec<u8>> {
 
 /// All headers of a map (e.g. an HTTP call's response headers).
 pub fn header_pairs(map: MapType) -> Result<Vec<(String, String)>> {
+    Ok(deserialize_pairs(&header_map_bytes(map)?))
+}
+
+/// All headers of a map in the ABI's serialized form, for
+/// `meshwright_shared::wire::visit_pairs`: one host call, and every value — repeated headers
+/// too, which [`header`] cannot return (Envoy gives only the first) — without allocating the
+/// ones a filter does not need.
+pub fn header_map_bytes(map: MapType) -> Result<Vec<u8>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: the host writes a pointer and a size.
     let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     // SAFETY: data/size come from the host allocation protocol.
     let bytes = unsafe { take_buffer(data, size) };
     check(status)?;
-    Ok(deserialize_pairs(&bytes))
+    Ok(bytes)
 }
 
 /// A value of the proxy-wide shared data (one map for the whole process, shared by all VMs

@@ -14,6 +14,7 @@
 /// - `rule`: `meshwright.<filter>.rule.<rule>.<metric>`;
 /// - `side`: `meshwright.<filter>.<client|server>.…` (a filter that runs on both sides of a call);
 /// - `destination`: `meshwright.<filter>[.<side>].destination.<destination>.<metric>`.
+/// Envoy applies every extractor to the full name, so `variant` names its experiment segment too.
 pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "rule",
@@ -26,6 +27,14 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "destination",
         r"^wasmcustom\.meshwright\.[a-z_]+\.(?:(?:client|server)\.)?destination\.(([^.]+)\.)",
+    ),
+    (
+        "experiment",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.(([^.]+)\.)",
+    ),
+    (
+        "variant",
+        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.[^.]+\.variant\.(([^.]+)\.)",
     ),
 ];
 

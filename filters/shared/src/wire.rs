@@ -27,18 +27,31 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
 /// Parses the ABI's map format (see [`serialize_pairs`]); malformed input yields what could be
 /// read, never a panic.
 pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    visit_pairs(bytes, |k, v| {
+        out.push((
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        ));
+    });
+    out
+}
+
+/// Calls `f(key, value)` for each pair of a buffer in the ABI's map format, in order, without
+/// allocating (a filter that needs a few headers of many copies only those). Malformed input
+/// stops the walk, never panics.
+pub fn visit_pairs(bytes: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
     let u32_at = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         let arr: [u8; 4] = b.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(arr)).ok()
     };
     let Some(n) = u32_at(0) else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::with_capacity(n.min(256));
     let mut sizes = 4usize;
     let Some(mut data) = n.checked_mul(8).and_then(|x| x.checked_add(4)) else {
-        return Vec::new();
+        return;
     };
     for _ in 0..n {
         let (Some(klen), Some(vlen)) = (u32_at(sizes), u32_at(sizes + 4)) else {
@@ -53,13 +66,9 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
         let (Some(k), Some(v)) = (key, value) else {
             break;
         };
-        out.push((
-            String::from_utf8_lossy(k).into_owned(),
-            String::from_utf8_lossy(v).into_owned(),
-        ));
+        f(k, v);
         data = vstart.saturating_add(vlen).saturating_add(1);
     }
-    out
 }
 
 #[cfg(test)]
@@ -75,6 +84,19 @@ mod tests {
             bytes,
             [1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'b', b'c', 0]
         );
+    }
+
+    #[test]
+    fn visiting_borrows_what_deserializing_copies() {
+        let bytes = serialize_pairs(&[(":path", "/a"), ("cookie", "a=1"), ("cookie", "b=2")]);
+        let mut seen = Vec::new();
+        visit_pairs(&bytes, |k, v| seen.push((k.to_vec(), v.to_vec())));
+        let copied: Vec<(Vec<u8>, Vec<u8>)> = deserialize_pairs(&bytes)
+            .into_iter()
+            .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
+            .collect();
+        assert_eq!(seen, copied);
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]

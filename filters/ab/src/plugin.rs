@@ -1,0 +1,302 @@
+//! proxy-wasm glue: read the headers the config needs, [`decide`], apply the edits.
+//!
+//! - The config is parsed and validated once per `on_configure`; a bad one is refused (Envoy
+//!   rejects the plugin) with a log line naming the field. The signing key is read from the
+//!   environment then, and never logged.
+//! - Request headers are read with one host call (`proxy_get_header_map_pairs`), keeping the
+//!   ones the config needs; repeated headers are joined (`cookie` with `; `, others with `,`).
+//! - The output headers are set in `on_http_request_headers`, before the router picks a route,
+//!   so the route matches on them (proven in a real Envoy by tests/tests/ab.rs).
+//! - Cookies and the debug header go on the response in `on_http_response_headers`.
+
+use crate::config::AbConfig;
+use crate::decide::{By, Outcome, decide};
+use crate::stats::{self, ExperimentMetricNames, VariantMetricNames};
+use meshwright_host::metrics::Counter;
+use meshwright_host::{abi, clock, logging, random};
+use meshwright_shared::config::{ConfigError, Reason};
+use meshwright_shared::headers::HeaderList;
+use meshwright_shared::rng::WyRand;
+use meshwright_shared::wire::visit_pairs;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, MapType};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Shortest accepted signing key, in bytes.
+const MIN_KEY_LEN: usize = 32;
+
+#[cfg(feature = "entrypoint")]
+proxy_wasm::main! {{
+    logging::init("ab");
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AbRoot::default()) });
+}}
+
+struct VariantStats {
+    assigned: Counter,
+    sticky: Counter,
+    overridden: Counter,
+}
+
+struct ExperimentStats {
+    not_in_coverage: Counter,
+    no_identity: Counter,
+    client_header_removed: Counter,
+    variants: Vec<VariantStats>,
+}
+
+/// Everything built at `on_configure`, shared read-only by the VM's requests.
+struct Runtime {
+    config: AbConfig,
+    signing_key: Option<Vec<u8>>,
+    experiments: Vec<ExperimentStats>,
+    anonymous_ids_issued: Counter,
+    overrides_rejected: Counter,
+    sticky_cookies_rejected: Counter,
+}
+
+impl Runtime {
+    fn build(config: AbConfig) -> Result<Self, ConfigError> {
+        let signing_key = match (
+            config.signing_key_env.as_deref(),
+            config.needs_signing_key(),
+        ) {
+            (Some(env), true) => {
+                let field = "signing_key_env";
+                let key = std::env::var(env)
+                    .map_err(|_| ConfigError::new(field, Reason::MissingEnv(env.to_owned())))?;
+                if key.len() < MIN_KEY_LEN {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("the key in `{env}` is shorter than {MIN_KEY_LEN} bytes"),
+                    ));
+                }
+                Some(key.into_bytes())
+            }
+            _ => None,
+        };
+        let experiments = config
+            .experiments
+            .iter()
+            .map(|e| {
+                let n = ExperimentMetricNames::new(&e.name);
+                ExperimentStats {
+                    not_in_coverage: Counter::define(&n.not_in_coverage),
+                    no_identity: Counter::define(&n.no_identity),
+                    client_header_removed: Counter::define(&n.client_header_removed),
+                    variants: e
+                        .variants
+                        .iter()
+                        .map(|v| {
+                            let n = VariantMetricNames::new(&e.name, &v.name);
+                            VariantStats {
+                                assigned: Counter::define(&n.assigned),
+                                sticky: Counter::define(&n.sticky),
+                                overridden: Counter::define(&n.overridden),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Self {
+            signing_key,
+            experiments,
+            anonymous_ids_issued: Counter::define(&stats::anonymous_ids_issued()),
+            overrides_rejected: Counter::define(&stats::overrides_rejected()),
+            sticky_cookies_rejected: Counter::define(&stats::sticky_cookies_rejected()),
+            config,
+        })
+    }
+}
+
+#[derive(Default)]
+struct AbRoot {
+    runtime: Option<Rc<Runtime>>,
+    rng: Option<Rc<RefCell<WyRand>>>,
+}
+
+impl Context for AbRoot {}
+
+impl RootContext for AbRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        logging::refresh_level();
+        let built = abi::plugin_configuration()
+            .map_err(|e| {
+                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
+            })
+            .and_then(|bytes| AbConfig::from_json(&bytes))
+            .and_then(Runtime::build);
+        match built {
+            Ok(runtime) => {
+                let c = &runtime.config;
+                log::info!(
+                    "configured: enabled={}, {} experiment(s) [{}], anonymous ids {}, sticky {}, overrides {}",
+                    c.enabled,
+                    c.experiments.len(),
+                    c.experiments
+                        .iter()
+                        .map(|e| format!("{} → {}", e.name, e.header))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    on_off(c.anonymous_id.is_some()),
+                    on_off(c.sticky.is_some()),
+                    on_off(c.overrides.is_some()),
+                );
+                self.rng
+                    .get_or_insert_with(|| Rc::new(RefCell::new(random::seeded())));
+                self.runtime = Some(Rc::new(runtime));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AbHttp {
+            runtime: self.runtime.clone(),
+            rng: self.rng.clone(),
+            cookies: Vec::new(),
+            debug: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+struct AbHttp {
+    runtime: Option<Rc<Runtime>>,
+    rng: Option<Rc<RefCell<WyRand>>>,
+    /// `Set-Cookie` values for the response.
+    cookies: Vec<String>,
+    /// The debug header's value for the response.
+    debug: Option<String>,
+}
+
+impl Context for AbHttp {}
+
+/// The request headers the config reads, repeated ones joined (`cookie` with `; `, others with
+/// `,`): one host call, and only the wanted values are copied.
+fn read_headers(wanted: &[String]) -> HeaderList {
+    let mut list = HeaderList::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return list;
+    }
+    let Ok(bytes) = abi::header_map_bytes(MapType::HttpRequestHeaders) else {
+        return list;
+    };
+    let mut values: Vec<Option<String>> = vec![None; wanted.len()];
+    visit_pairs(&bytes, |k, v| {
+        let Some(slot) = wanted
+            .iter()
+            .position(|w| w.as_bytes().eq_ignore_ascii_case(k))
+            .and_then(|i| values.get_mut(i))
+        else {
+            return;
+        };
+        let v = String::from_utf8_lossy(v);
+        match slot {
+            None => *slot = Some(v.into_owned()),
+            Some(existing) => {
+                existing.push_str(if k.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ","
+                });
+                existing.push_str(&v);
+            }
+        }
+    });
+    for (name, value) in wanted.iter().zip(values) {
+        if let Some(v) = value {
+            list.push(name, v);
+        }
+    }
+    list
+}
+
+impl HttpContext for AbHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(rt) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        let config = &rt.config;
+        let headers = read_headers(&config.headers_read);
+        let decision = match self.rng.as_ref().map(|r| r.try_borrow_mut()) {
+            Some(Ok(mut rng)) => decide(
+                config,
+                rt.signing_key.as_deref(),
+                &headers,
+                clock::now_ms(),
+                &mut *rng,
+            ),
+            _ => return Action::Continue,
+        };
+        for name in &decision.remove_headers {
+            let _ = abi::remove_header(MapType::HttpRequestHeaders, name);
+        }
+        for (name, value) in &decision.set_headers {
+            if let Err(e) = abi::set_header(MapType::HttpRequestHeaders, name, value) {
+                log::warn!("cannot set {name}: {e}");
+            }
+        }
+        for ((stats, outcome), sent) in rt
+            .experiments
+            .iter()
+            .zip(&decision.outcomes)
+            .zip(&decision.client_header)
+        {
+            if *sent {
+                stats.client_header_removed.inc();
+            }
+            match outcome {
+                Outcome::Skipped => {}
+                Outcome::NoIdentity => stats.no_identity.inc(),
+                Outcome::NotInCoverage => stats.not_in_coverage.inc(),
+                Outcome::Assigned { variant, by } => {
+                    if let Some(v) = stats.variants.get(*variant) {
+                        v.assigned.inc();
+                        match by {
+                            By::Sticky => v.sticky.inc(),
+                            By::Override => v.overridden.inc(),
+                            By::Hash | By::Incoming => {}
+                        }
+                    }
+                }
+            }
+        }
+        if decision.anonymous_id_issued {
+            rt.anonymous_ids_issued.inc();
+        }
+        if decision.override_rejected.is_some() {
+            rt.overrides_rejected.inc();
+        }
+        if decision.sticky_rejected {
+            rt.sticky_cookies_rejected.inc();
+        }
+        self.cookies = decision.response_cookies;
+        self.debug = decision.debug;
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        for c in self.cookies.drain(..) {
+            let _ = abi::add_header(MapType::HttpResponseHeaders, "set-cookie", &c);
+        }
+        if let (Some(value), Some(rt)) = (self.debug.take(), &self.runtime)
+            && let Some(name) = &rt.config.debug_header
+        {
+            let _ = abi::set_header(MapType::HttpResponseHeaders, name, &value);
+        }
+        Action::Continue
+    }
+}
