@@ -18,23 +18,27 @@
 pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "rule",
-        r"^wasmcustom\.meshwright\.[a-z_]+\.rule\.(([^.]+)\.)",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.rule\.(([^.]+)\.)",
     ),
     (
         "side",
-        r"^wasmcustom\.meshwright\.[a-z_]+\.((client|server)\.)",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.((client|server)\.)",
     ),
     (
         "destination",
-        r"^wasmcustom\.meshwright\.[a-z_]+\.(?:(?:client|server)\.)?destination\.(([^.]+)\.)",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.(?:(?:client|server)\.)?destination\.(([^.]+)\.)",
+    ),
+    (
+        "reason",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.reason\.(([^.]+)\.)",
     ),
     (
         "experiment",
-        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.(([^.]+)\.)",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.experiment\.(([^.]+)\.)",
     ),
     (
         "variant",
-        r"^wasmcustom\.meshwright\.[a-z_]+\.experiment\.[^.]+\.variant\.(([^.]+)\.)",
+        r"^wasmcustom\.meshwright\.[a-z0-9_]+\.experiment\.[^.]+\.variant\.(([^.]+)\.)",
     ),
 ];
 
