@@ -14,12 +14,46 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-/// The filters: (name of dist/<name>.wasm, cargo package, artifact stem).
-const FILTERS: &[(&str, &str, &str)] = &[
-    ("fault", "meshwright-fault", "meshwright_fault"),
-    ("oauth2", "meshwright-oauth2", "meshwright_oauth2"),
-    ("retry-budget", "meshwright-retry", "meshwright_retry"),
-    ("ab", "meshwright-ab", "meshwright_ab"),
+/// How a module is optimised: for speed (cargo profile `release`, `wasm-opt -O3`) or for size
+/// (profile `release-size`, `wasm-opt -Oz`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Speed,
+    Size,
+}
+
+impl Opt {
+    fn profile(self) -> &'static str {
+        match self {
+            Self::Speed => "release",
+            Self::Size => "release-size",
+        }
+    }
+
+    fn wasm_opt(self) -> &'static str {
+        match self {
+            Self::Speed => "-O3",
+            Self::Size => "-Oz",
+        }
+    }
+}
+
+/// The filters: (name of dist/<name>.wasm, cargo package, artifact stem, optimisation).
+const FILTERS: &[(&str, &str, &str, Opt)] = &[
+    ("fault", "meshwright-fault", "meshwright_fault", Opt::Speed),
+    (
+        "oauth2",
+        "meshwright-oauth2",
+        "meshwright_oauth2",
+        Opt::Size,
+    ),
+    (
+        "retry-budget",
+        "meshwright-retry",
+        "meshwright_retry",
+        Opt::Speed,
+    ),
+    ("ab", "meshwright-ab", "meshwright_ab", Opt::Speed),
 ];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
@@ -109,23 +143,35 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 fn build() -> Result<Vec<(String, u64)>> {
     install::ensure_rust_targets()?;
     install::ensure_apt(&["binaryen"])?;
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", "wasm32-wasip1"]);
-    for (_, package, _) in FILTERS {
-        cmd.args(["-p", package]);
+    for opt in [Opt::Speed, Opt::Size] {
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--profile",
+            opt.profile(),
+            "--target",
+            "wasm32-wasip1",
+        ]);
+        for (_, package, _, _) in FILTERS.iter().filter(|f| f.3 == opt) {
+            cmd.args(["-p", package]);
+        }
+        run(
+            &format!("build filters (wasm32-wasip1, {})", opt.profile()),
+            &mut cmd,
+        )?;
     }
-    run("build filters (wasm32-wasip1, release)", &mut cmd)?;
     let dist = paths::dist();
     std::fs::create_dir_all(&dist)?;
     let mut sizes = Vec::new();
-    for (name, _, stem) in FILTERS {
+    for (name, _, stem, opt) in FILTERS {
         let built = paths::root()
-            .join("target/wasm32-wasip1/release")
+            .join("target/wasm32-wasip1")
+            .join(opt.profile())
             .join(format!("{stem}.wasm"));
         let out = dist.join(format!("{name}.wasm"));
         let status = Command::new("wasm-opt")
             .args([
-                "-O3",
+                opt.wasm_opt(),
                 "--enable-bulk-memory",
                 "--enable-sign-ext",
                 "--enable-nontrapping-float-to-int",

@@ -4,6 +4,7 @@
 
 use crate::mint::{MintAlg, Minter};
 use crate::seal::KeyRing;
+use crate::urls::HttpUrl;
 use meshwright_shared::config::{ConfigError, Path, Reason, parse_json};
 use meshwright_shared::matcher::{RequestMatchSpec, RequestMatcher};
 use serde::Deserialize;
@@ -166,7 +167,7 @@ impl Default for ForwardSpec {
 #[serde(deny_unknown_fields)]
 pub struct MintSpec {
     pub alg: MintAlg,
-    /// Environment variable with the signing key: PEM (PKCS#8) for ES256/RS256, base64 for HS512.
+    /// Environment variable with the signing key: PEM (PKCS#8) for ES256, base64 for HS512.
     pub key_env: String,
     pub issuer: String,
     #[serde(default)]
@@ -175,7 +176,7 @@ pub struct MintSpec {
     /// Claims copied from the ID token into the minted token (`sub` is always copied).
     #[serde(default = "default_mint_claims")]
     pub claims: Vec<String>,
-    /// Where the public keys are served (ES256/RS256), for Istio's RequestAuthentication.
+    /// Where the public keys are served (ES256), for Istio's RequestAuthentication.
     pub jwks_path: Option<String>,
 }
 
@@ -266,16 +267,13 @@ impl OAuth2Config {
     }
 }
 
-fn absolute_url(field: &Path, s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s)
-        .map_err(|e| ConfigError::invalid(field, format!("`{s}` is not an absolute URL: {e}")))?;
-    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
-        return Err(ConfigError::invalid(
+fn absolute_url(field: &Path, s: &str) -> Result<HttpUrl, ConfigError> {
+    HttpUrl::parse(s).ok_or_else(|| {
+        ConfigError::invalid(
             field,
-            format!("`{s}` must be an http(s) URL with a host"),
-        ));
-    }
-    Ok(u)
+            format!("`{s}` is not an absolute http(s) URL with an ASCII host"),
+        )
+    })
 }
 
 fn local_path(field: &Path, s: &str) -> Result<String, ConfigError> {
@@ -336,7 +334,7 @@ impl OAuth2ConfigSpec {
     ) -> Result<OAuth2Config, ConfigError> {
         let root = Path::root();
         let issuer_url = absolute_url(&root.key("issuer"), &self.issuer)?;
-        if issuer_url.query().is_some() || issuer_url.fragment().is_some() {
+        if issuer_url.path_and_query.contains('?') || self.issuer.contains('#') {
             return Err(ConfigError::invalid(
                 root.key("issuer"),
                 "an issuer has no query or fragment",
@@ -384,7 +382,7 @@ impl OAuth2ConfigSpec {
         let redirect_uri = self
             .redirect_uri
             .as_deref()
-            .map(|u| absolute_url(&root.key("redirect_uri"), u).map(|u| u.to_string()))
+            .map(|u| absolute_url(&root.key("redirect_uri"), u).map(|u| u.as_string()))
             .transpose()?;
         let callback_path = local_path(&root.key("callback_path"), &self.callback_path)?;
         let start_path = local_path(&root.key("start_path"), &self.start_path)?;
@@ -399,7 +397,7 @@ impl OAuth2ConfigSpec {
                 &root.key("post_logout_redirect_uri"),
                 &self.post_logout_redirect_uri,
             )?
-            .to_string()
+            .as_string()
         };
         let keys_field = root.key("cookie_keys_env");
         let keys =

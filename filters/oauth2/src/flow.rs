@@ -21,6 +21,7 @@ use crate::session::{
     id_token_cookie, login_cookie, login_cookie_name, open_json, read_session_value, seal_json,
     session_cookies, strip_owned,
 };
+use crate::urls::{self, HttpUrl};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use meshwright_shared::headers::{HeaderSource, path_only};
@@ -245,13 +246,7 @@ pub fn safe_return_url(candidate: &str) -> Option<&str> {
     ok.then_some(candidate)
 }
 
-/// Query parameter `name` of a `:path`, percent-decoded.
-pub fn query_param(path: &str, name: &str) -> Option<String> {
-    let (_, query) = path.split_once('?')?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
+pub use crate::urls::query_param;
 
 /// Whether a request comes from a browser navigation (redirect it) rather than an API call
 /// (answer 401): `Sec-Fetch-Mode: navigate`, or, from browsers that do not send it, an
@@ -515,10 +510,7 @@ impl Gate<'_> {
         let login_url = format!(
             "{}?rd={}",
             self.cfg.start_path,
-            url::form_urlencoded::byte_serialize(
-                safe_return_url(full_path).unwrap_or("/").as_bytes()
-            )
-            .collect::<String>()
+            urls::encode(safe_return_url(full_path).unwrap_or("/"))
         );
         let mut r = json_reply(
             401,
@@ -701,21 +693,22 @@ impl Gate<'_> {
             created_s: now_s,
         };
         let challenge = URL_SAFE_NO_PAD.encode(hmac_sha256::Hash::hash(txn.verifier.as_bytes()));
-        let Ok(mut url) = url::Url::parse(&discovery.authorization_endpoint) else {
+        let Some(endpoint) = HttpUrl::parse(&discovery.authorization_endpoint) else {
             return Decision::Reply(
                 reply(502, Vec::new(), "bad authorization endpoint".into()),
                 Outcome::BadRequest,
             );
         };
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &self.cfg.client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("scope", &self.cfg.scopes)
-            .append_pair("state", &txn.state)
-            .append_pair("nonce", &txn.nonce)
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
+        let url = endpoint.with_query(&[
+            ("response_type", "code"),
+            ("client_id", &self.cfg.client_id),
+            ("redirect_uri", &redirect_uri),
+            ("scope", &self.cfg.scopes),
+            ("state", &txn.state),
+            ("nonce", &txn.nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]);
         let name = login_cookie_name(self.names, &txn.state);
         let Some(sealed) = seal_json(&self.cfg.keys, &name, &txn, rng.nonce24()) else {
             return Decision::Reply(reply(500, Vec::new(), String::new()), Outcome::BadRequest);
@@ -727,7 +720,7 @@ impl Gate<'_> {
             &self.cfg.cookie,
             &self.cfg.callback_path,
         ));
-        Decision::Reply(redirect(url.as_str(), cookies), Outcome::LoginStarted)
+        Decision::Reply(redirect(&url, cookies), Outcome::LoginStarted)
     }
 
     fn callback_failure(&self, status: u16, failure: Failure, cookies: Vec<String>) -> Decision {
@@ -784,12 +777,15 @@ impl Gate<'_> {
         let Some(redirect_uri) = self.redirect_uri(req) else {
             return self.callback_failure(400, Failure::UnknownState, clear);
         };
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", &code)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("code_verifier", &txn.verifier);
-        let call = self.token_call(discovery, form);
+        let call = self.token_call(
+            discovery,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &redirect_uri),
+                ("code_verifier", &txn.verifier),
+            ],
+        );
         Decision::Exchange {
             txn,
             call,
@@ -797,11 +793,8 @@ impl Gate<'_> {
         }
     }
 
-    fn token_call(
-        &self,
-        discovery: &Discovery,
-        mut form: url::form_urlencoded::Serializer<'_, String>,
-    ) -> TokenCall {
+    fn token_call(&self, discovery: &Discovery, grant: &[(&str, &str)]) -> TokenCall {
+        let mut form = grant.to_vec();
         let mut headers = vec![
             (
                 "content-type".to_owned(),
@@ -812,13 +805,10 @@ impl Gate<'_> {
         match self.cfg.auth_method {
             AuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
                 let creds = format!(
                     "{}:{}",
-                    enc(&self.cfg.client_id),
-                    enc(&self.cfg.client_secret)
+                    urls::encode(&self.cfg.client_id),
+                    urls::encode(&self.cfg.client_secret)
                 );
                 headers.push((
                     "authorization".to_owned(),
@@ -826,23 +816,26 @@ impl Gate<'_> {
                 ));
             }
             AuthMethod::ClientSecretPost => {
-                form.append_pair("client_id", &self.cfg.client_id)
-                    .append_pair("client_secret", &self.cfg.client_secret);
+                form.push(("client_id", &self.cfg.client_id));
+                form.push(("client_secret", &self.cfg.client_secret));
             }
         }
         TokenCall {
             authority: discovery.token_endpoint.authority.clone(),
             path: discovery.token_endpoint.path.clone(),
             headers,
-            body: form.finish(),
+            body: urls::form(&form),
         }
     }
 
     fn refresh_call(&self, discovery: &Discovery, refresh_token: &str) -> TokenCall {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "refresh_token")
-            .append_pair("refresh_token", refresh_token);
-        self.token_call(discovery, form)
+        self.token_call(
+            discovery,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
     }
 
     /// Builds the session from the token endpoint's answer to the code exchange, and the
@@ -1021,19 +1014,17 @@ impl Gate<'_> {
             .discovery
             .and_then(|d| d.end_session_endpoint.as_deref())
         {
-            Some(end) => match url::Url::parse(end) {
-                Ok(mut u) => {
-                    {
-                        let mut q = u.query_pairs_mut();
-                        if let Some(h) = &hint {
-                            q.append_pair("id_token_hint", h);
-                        }
-                        q.append_pair("client_id", &self.cfg.client_id);
-                        q.append_pair("post_logout_redirect_uri", &post_logout);
+            Some(end) => match HttpUrl::parse(end) {
+                Some(u) => {
+                    let mut q = Vec::with_capacity(3);
+                    if let Some(h) = &hint {
+                        q.push(("id_token_hint", h.as_str()));
                     }
-                    u.to_string()
+                    q.push(("client_id", &self.cfg.client_id));
+                    q.push(("post_logout_redirect_uri", &post_logout));
+                    u.with_query(&q)
                 }
-                Err(_) => post_logout,
+                None => post_logout,
             },
             None => post_logout,
         };

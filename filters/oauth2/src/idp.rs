@@ -19,23 +19,11 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(s: &str) -> Option<Self> {
-        let u = url::Url::parse(s).ok()?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return None;
-        }
-        let host = u.host_str()?;
-        let authority = match u.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
-        };
-        let path = match u.query() {
-            Some(q) => format!("{}?{q}", u.path()),
-            None => u.path().to_owned(),
-        };
+        let u = crate::urls::HttpUrl::parse(s)?;
         Some(Self {
-            url: u.to_string(),
-            authority,
-            path,
+            url: u.as_string(),
+            authority: u.authority,
+            path: u.path_and_query,
         })
     }
 }

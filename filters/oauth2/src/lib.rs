@@ -14,6 +14,7 @@ pub mod mint;
 pub mod seal;
 pub mod session;
 pub mod stats;
+pub mod urls;
 
 #[cfg(target_os = "wasi")]
 pub mod plugin;

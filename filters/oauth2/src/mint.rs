@@ -1,9 +1,11 @@
 //! Token minting ("exchange" mode): instead of the IdP's token, upstream services get a
 //! short-lived mesh-internal JWT carrying selected claims, signed by the gateway.
 //!
-//! ES256 and RS256 keys are published as a JWKS at `jwks_path`, so an Istio
-//! RequestAuthentication can trust them; HS512 (what JHipster services validate with a shared
-//! base64 secret) has no public JWKS. Minting is cached per session by the caller: a signature is
+//! ES256 keys are published as a JWKS at `jwks_path`, so an Istio RequestAuthentication can
+//! trust them; HS512 (what JHipster services validate with a shared base64 secret) has no public
+//! JWKS. RS256 minting is not offered: RSA private-key arithmetic adds about 200 KB to the module,
+//! and ES256 signatures are smaller and faster; RS256 *verification* of IdP tokens is supported.
+//! Minting is cached per session by the caller: a signature is
 //! made once per session per `ttl_s`, not per request.
 
 use crate::config::MintSpec;
@@ -15,13 +17,11 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub enum MintAlg {
     ES256,
-    RS256,
     HS512,
 }
 
 enum Key {
     Es256(Box<ES256KeyPair>),
-    Rs256(Box<RS256KeyPair>),
     Hs512(HS512Key),
 }
 
@@ -72,14 +72,6 @@ impl Minter {
                 let kp = kp.with_key_id(&kid);
                 let jwk = public_jwk(&kp.public_key().with_key_id(&kid).to_jwk(), "ES256");
                 (Key::Es256(Box::new(kp)), Some((kid, jwk)))
-            }
-            MintAlg::RS256 => {
-                let kp = RS256KeyPair::from_pem(&material)
-                    .map_err(|_| bad_key("an RSA private key in PEM"))?;
-                let kid = kp.public_key().jwk_thumbprint();
-                let kp = kp.with_key_id(&kid);
-                let jwk = public_jwk(&kp.public_key().with_key_id(&kid).to_jwk(), "RS256");
-                (Key::Rs256(Box::new(kp)), Some((kid, jwk)))
             }
             MintAlg::HS512 => {
                 let raw = base64::engine::general_purpose::STANDARD
@@ -162,7 +154,6 @@ impl Minter {
         }
         match &self.key {
             Key::Es256(k) => k.sign(c).ok(),
-            Key::Rs256(k) => k.sign(c).ok(),
             Key::Hs512(k) => k.authenticate(c).ok(),
         }
     }

@@ -197,7 +197,7 @@ impl World {
         let login_cookie = cookies_of(&r).join("; ");
         let cb = format!(
             "/oauth2/callback?code=c0de&state={state}&iss={}",
-            url::form_urlencoded::byte_serialize(ISSUER.as_bytes()).collect::<String>()
+            crate::urls::encode(ISSUER)
         );
         let Decision::Exchange {
             txn,
