@@ -781,3 +781,38 @@ async fn a_real_browser_logs_in_through_the_idps_form() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Result<()> {
+    use meshwright_testbed::k8s;
+    let plugin = shipped("oauth2")?;
+    let cfg = plugin.plugin_config();
+    let mint = &cfg["mint"];
+    let issuer = mint["issuer"].as_str().context("mint.issuer")?;
+    let jwks_path = mint["jwks_path"].as_str().context("mint.jwks_path")?;
+    let redirect = cfg["redirect_uri"].as_str().context("redirect_uri")?;
+    let origin = redirect.split("/oauth2/").next().unwrap_or_default();
+    let file = k8s::dir().join("security/request-authentication.yaml");
+    let docs = k8s::load(&file)?;
+    let ras: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "RequestAuthentication")
+        .collect();
+    assert!(ras.len() >= 2, "gateway and workloads");
+    for ra in ras {
+        let rules = ra["spec"]["jwtRules"].as_array().context("jwtRules")?;
+        assert!(
+            rules.iter().any(|r| r["issuer"] == issuer
+                && r["jwksUri"] == format!("{origin}{jwks_path}").as_str()),
+            "{} does not trust issuer {issuer} with JWKS {origin}{jwks_path}",
+            ra["metadata"]["name"]
+        );
+    }
+    assert_eq!(cfg["forward"]["token"], "minted");
+    assert_eq!(
+        plugin.spec.phase,
+        Some(meshwright_testbed::wasmplugin::Phase::Authn),
+        "before Istio's own authentication"
+    );
+    Ok(())
+}

@@ -86,6 +86,8 @@ pub enum Claim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Authenticated,
+    /// Authenticated with a session another request had just refreshed (its cookie is set).
+    RefreshAdopted,
     Bypassed,
     BearerAccepted,
     BearerRejected,
@@ -548,7 +550,7 @@ impl Gate<'_> {
             entry.session.expires.saturating_sub(now_s),
             Some(cookie),
         )?;
-        Some(Decision::Forward(f, Outcome::Authenticated))
+        Some(Decision::Forward(f, Outcome::RefreshAdopted))
     }
 
     /// The cache entry for an opened session: rendered claim headers and the bearer value.

@@ -65,8 +65,11 @@ impl Runtime {
     }
 
     fn count(&self, outcome: Outcome) {
+        if outcome == Outcome::RefreshAdopted {
+            self.inc("refreshes_adopted");
+        }
         self.inc(match outcome {
-            Outcome::Authenticated => "requests_authenticated",
+            Outcome::Authenticated | Outcome::RefreshAdopted => "requests_authenticated",
             Outcome::Bypassed => "requests_bypassed",
             Outcome::BearerAccepted => "bearer_accepted",
             Outcome::BearerRejected => "bearer_rejected",
