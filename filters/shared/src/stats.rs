@@ -13,7 +13,10 @@
 ///
 /// - `rule`: `meshwright.<filter>.rule.<rule>.<metric>`;
 /// - `side`: `meshwright.<filter>.<client|server>.…` (a filter that runs on both sides of a call);
-/// - `destination`: `meshwright.<filter>[.<side>].destination.<destination>.<metric>`.
+/// - `destination`: `meshwright.<filter>[.<side>].destination.<destination>.<metric>`;
+/// - `reason`: `meshwright.<filter>.reason.<reason>.<metric>`;
+/// - `experiment`, `variant`: `meshwright.<filter>.experiment.<e>[.variant.<v>].<metric>`.
+///
 /// Envoy applies every extractor to the full name, so `variant` names its experiment segment too.
 pub const STATS_TAGS: &[(&str, &str)] = &[
     (
