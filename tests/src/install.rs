@@ -108,20 +108,29 @@ pub fn ensure_envoy() -> Result<PathBuf> {
 /// Installs Debian packages that are missing (`apt-get`, as root; refreshes the index once if
 /// the first attempt fails).
 pub fn ensure_apt(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
-    if missing.is_empty() {
+    let missing = || -> Vec<&str> {
+        packages
+            .iter()
+            .copied()
+            .filter(|p| {
+                !Command::new("dpkg-query")
+                    .args(["-W", "-f=${Status}", p])
+                    .output()
+                    .is_ok_and(|o| {
+                        String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                    })
+            })
+            .collect()
+    };
+    if missing().is_empty() {
         return Ok(());
     }
     let _lock = Lock::take()?;
+    // Checked again under the lock: another test may have installed them meanwhile.
+    let missing = missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
     eprintln!("installing Debian packages: {}", missing.join(" "));
     let install = || {
         let mut c = Command::new("apt-get");
@@ -208,17 +217,23 @@ pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
 
 /// `npm ci` in a directory with a package-lock.json, when node_modules is missing or older
 /// than the lock file.
+///
+/// `npm ci` deletes node_modules before it installs, so freshness is checked again under the
+/// lock: a test that found it stale must not reinstall under another test's running Node.
 pub fn ensure_npm(dir: &Path) -> Result<()> {
-    let lock = dir.join("package-lock.json");
-    let stamp = dir.join("node_modules").join(".package-lock.json");
-    let fresh = match (fs::metadata(&lock), fs::metadata(&stamp)) {
-        (Ok(l), Ok(s)) => s.modified()? >= l.modified()?,
-        _ => false,
+    let fresh = || {
+        let lock = fs::metadata(dir.join("package-lock.json")).and_then(|m| m.modified());
+        let stamp = fs::metadata(dir.join("node_modules").join(".package-lock.json"))
+            .and_then(|m| m.modified());
+        matches!((lock, stamp), (Ok(l), Ok(s)) if s >= l)
     };
-    if fresh {
+    if fresh() {
         return Ok(());
     }
     let _lock = Lock::take()?;
+    if fresh() {
+        return Ok(());
+    }
     run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--silent"])
         .current_dir(dir))

@@ -745,6 +745,7 @@ async fn a_real_browser_logs_in_through_the_idps_form() -> Result<()> {
     let gw = Setup::default().start().await?;
     let start = gw.url("/products?page=2");
     let dir = meshwright_testbed::paths::root().join("tests/idp");
+    meshwright_testbed::install::ensure_npm(&dir)?;
     let out = tokio::process::Command::new("node")
         .arg("browser-login.mjs")
         .arg(&start)

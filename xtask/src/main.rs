@@ -203,6 +203,10 @@ fn test() -> Result<()> {
     install::ensure_rust_targets()?;
     install::ensure_envoy()?;
     let runner_dir = install::ensure_wasm_bindgen_runner()?;
+    // What the integration tests need, installed once up front rather than by whichever
+    // test gets there first (the IdP and browser tests share tests/idp/node_modules).
+    install::ensure_apt(&["chromium"])?;
+    install::ensure_npm(&paths::root().join("tests/idp"))?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),

@@ -82,12 +82,7 @@ pub struct AbConfigSpec {
     pub experiments: Vec<ExperimentSpec>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-pub enum SameSite {
-    Strict,
-    Lax,
-    None,
-}
+pub use meshwright_shared::cookie::SameSite;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,15 +172,12 @@ pub struct AbConfig {
     pub headers_read: Vec<String>,
 }
 
+/// A cookie the filter sets: its name, lifetime and the shared, validated attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieAttrs {
     pub name: String,
     pub max_age_s: u64,
-    pub secure: bool,
-    pub http_only: bool,
-    pub same_site: SameSite,
-    pub path: String,
-    pub domain: Option<String>,
+    pub attrs: meshwright_shared::cookie::CookieAttrs,
 }
 
 #[derive(Debug, Clone)]
@@ -407,17 +399,15 @@ impl AbConfigSpec {
 
 impl CookieSpec {
     fn compile(&self, field: &Path, default_max_age_s: u64) -> Result<CookieAttrs, ConfigError> {
-        let token = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        };
-        if !token(&self.name) {
-            return Err(ConfigError::invalid(
-                field.key("name"),
-                format!("`{}` is not a cookie name (an RFC 7230 token)", self.name),
-            ));
-        }
+        let attrs = meshwright_shared::cookie::CookieAttrs::validate(
+            field,
+            &self.name,
+            self.secure,
+            self.http_only,
+            self.same_site.unwrap_or_default(),
+            self.path.as_deref().unwrap_or("/"),
+            self.domain.as_deref(),
+        )?;
         let max_age_s = self.max_age_s.unwrap_or(default_max_age_s);
         if !(1..=MAX_COOKIE_AGE_S).contains(&max_age_s) {
             return Err(ConfigError::out_of_range(
@@ -427,55 +417,10 @@ impl CookieSpec {
                 max_age_s,
             ));
         }
-        let attr_ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
-        };
-        let path = self.path.clone().unwrap_or_else(|| "/".to_owned());
-        if !attr_ok(&path) || !path.starts_with('/') {
-            return Err(ConfigError::invalid(
-                field.key("path"),
-                format!("`{path}` is not a cookie path"),
-            ));
-        }
-        if let Some(d) = &self.domain
-            && !attr_ok(d)
-        {
-            return Err(ConfigError::invalid(
-                field.key("domain"),
-                format!("`{d}` is not a cookie domain"),
-            ));
-        }
-        let same_site = self.same_site.unwrap_or(SameSite::Lax);
-        if same_site == SameSite::None && !self.secure {
-            return Err(ConfigError::invalid(
-                field.key("same_site"),
-                "SameSite=None requires secure: true (browsers drop the cookie otherwise)",
-            ));
-        }
-        if self.name.starts_with("__Host-")
-            && (!self.secure || path != "/" || self.domain.is_some())
-        {
-            return Err(ConfigError::invalid(
-                field.key("name"),
-                "a __Host- cookie needs secure: true, path \"/\" and no domain",
-            ));
-        }
-        if self.name.starts_with("__Secure-") && !self.secure {
-            return Err(ConfigError::invalid(
-                field.key("name"),
-                "a __Secure- cookie needs secure: true",
-            ));
-        }
         Ok(CookieAttrs {
             name: self.name.clone(),
             max_age_s,
-            secure: self.secure,
-            http_only: self.http_only,
-            same_site,
-            path,
-            domain: self.domain.clone(),
+            attrs,
         })
     }
 }
@@ -733,14 +678,14 @@ mod tests {
         assert_eq!(
             (
                 a.max_age_s,
-                a.secure,
-                a.http_only,
-                a.same_site,
-                a.path.as_str()
+                a.attrs.secure,
+                a.attrs.http_only,
+                a.attrs.same_site,
+                a.attrs.path.as_str()
             ),
             (DEFAULT_ANONYMOUS_MAX_AGE_S, true, true, SameSite::Lax, "/")
         );
-        assert_eq!(c.sticky.as_ref().unwrap().same_site, SameSite::Strict);
+        assert_eq!(c.sticky.as_ref().unwrap().attrs.same_site, SameSite::Strict);
         assert_eq!(c.debug_header.as_deref(), Some("x-ab-debug"));
         assert!(c.needs_signing_key());
         assert_eq!(

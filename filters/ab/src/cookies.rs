@@ -1,31 +1,16 @@
 //! `Set-Cookie` values for the cookies the filter issues (anonymous id, sticky assignments).
 
-use crate::config::{CookieAttrs, SameSite};
+use crate::config::CookieAttrs;
+#[cfg(test)]
+use crate::config::SameSite;
 
 /// `name=value; Max-Age=…; Path=…[; Domain=…][; Secure][; HttpOnly]; SameSite=…`.
 /// `value` must already be a valid cookie value (the filter only writes hex and its own
 /// `[a-z0-9_:/.-]` encodings).
 pub fn set_cookie(attrs: &CookieAttrs, value: &str) -> String {
-    let mut s = format!(
-        "{}={value}; Max-Age={}; Path={}",
-        attrs.name, attrs.max_age_s, attrs.path
-    );
-    if let Some(d) = &attrs.domain {
-        s.push_str("; Domain=");
-        s.push_str(d);
-    }
-    if attrs.secure {
-        s.push_str("; Secure");
-    }
-    if attrs.http_only {
-        s.push_str("; HttpOnly");
-    }
-    s.push_str(match attrs.same_site {
-        SameSite::Strict => "; SameSite=Strict",
-        SameSite::Lax => "; SameSite=Lax",
-        SameSite::None => "; SameSite=None",
-    });
-    s
+    attrs
+        .attrs
+        .set_cookie(&attrs.name, value, attrs.max_age_s, None)
 }
 
 #[cfg(test)]
@@ -39,21 +24,23 @@ mod tests {
         let mut a = CookieAttrs {
             name: "ab_uid".into(),
             max_age_s: 31_536_000,
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            path: "/".into(),
-            domain: None,
+            attrs: meshwright_shared::cookie::CookieAttrs {
+                secure: true,
+                http_only: true,
+                same_site: SameSite::Lax,
+                path: "/".into(),
+                domain: None,
+            },
         };
         assert_eq!(
             set_cookie(&a, "0123"),
             "ab_uid=0123; Max-Age=31536000; Path=/; Secure; HttpOnly; SameSite=Lax"
         );
-        a.domain = Some("shop.example.com".into());
-        a.secure = false;
-        a.http_only = false;
-        a.same_site = SameSite::Strict;
-        a.path = "/shop".into();
+        a.attrs.domain = Some("shop.example.com".into());
+        a.attrs.secure = false;
+        a.attrs.http_only = false;
+        a.attrs.same_site = SameSite::Strict;
+        a.attrs.path = "/shop".into();
         assert_eq!(
             set_cookie(&a, "x"),
             "ab_uid=x; Max-Age=31536000; Path=/shop; Domain=shop.example.com; SameSite=Strict"

@@ -103,11 +103,13 @@ mod tests {
         CookieAttrs {
             name: "ab_sticky".into(),
             max_age_s: 60,
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            path: "/".into(),
-            domain: None,
+            attrs: meshwright_shared::cookie::CookieAttrs {
+                secure: true,
+                http_only: true,
+                same_site: SameSite::Lax,
+                path: "/".into(),
+                domain: None,
+            },
         }
     }
 

@@ -91,13 +91,7 @@ pub enum AuthMethod {
     ClientSecretPost,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-pub enum SameSite {
-    Strict,
-    #[default]
-    Lax,
-    None,
-}
+pub use meshwright_shared::cookie::SameSite;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,47 +404,16 @@ impl OAuth2ConfigSpec {
 
         let cf = root.key("cookie");
         let c = &self.cookie;
-        let name_ok = !c.name.is_empty()
-            && c.name.len() <= 64
-            && c.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-        if !name_ok {
-            return Err(ConfigError::invalid(
-                cf.key("name"),
-                "1-64 characters of a-z, A-Z, 0-9, '-', '_'",
-            ));
-        }
-        if c.name.starts_with("__Host-") && (!c.secure || c.domain.is_some() || c.path != "/") {
-            return Err(ConfigError::invalid(
-                cf.key("name"),
-                "a __Host- cookie needs secure: true, path: /, and no domain",
-            ));
-        }
-        if c.name.starts_with("__Secure-") && !c.secure {
-            return Err(ConfigError::invalid(
-                cf.key("name"),
-                "a __Secure- cookie needs secure: true",
-            ));
-        }
-        if c.same_site == SameSite::None && !c.secure {
-            return Err(ConfigError::invalid(
-                cf.key("same_site"),
-                "SameSite=None needs secure: true",
-            ));
-        }
         local_path(&cf.key("path"), &c.path)?;
-        if let Some(d) = &c.domain
-            && (d.is_empty()
-                || !d
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-        {
-            return Err(ConfigError::invalid(
-                cf.key("domain"),
-                format!("`{d}` is not a domain"),
-            ));
-        }
+        meshwright_shared::cookie::CookieAttrs::validate(
+            &cf,
+            &c.name,
+            c.secure,
+            c.http_only,
+            c.same_site,
+            &c.path,
+            c.domain.as_deref(),
+        )?;
 
         let ff = root.key("forward");
         let forward_header = header_name(&ff.key("header"), &self.forward.header)?;

@@ -12,7 +12,7 @@
 //!
 //! Path-scoped cookies cannot be `__Host-` cookies; `__Host-X` becomes `__Secure-X` for them.
 
-use crate::config::{CookieSpec, SameSite};
+use crate::config::CookieSpec;
 use crate::seal::{KeyRing, OpenError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -153,23 +153,15 @@ pub struct Attrs<'a> {
 }
 
 fn set_cookie(name: &str, value: &str, a: &Attrs<'_>) -> String {
-    let mut s = format!("{name}={value}; Path={}; Max-Age={}", a.path, a.max_age_s);
-    if let Some(d) = &a.spec.domain {
-        s.push_str("; Domain=");
-        s.push_str(d);
+    let spec = a.spec;
+    meshwright_shared::cookie::CookieAttrs {
+        secure: spec.secure,
+        http_only: spec.http_only,
+        same_site: spec.same_site,
+        path: String::new(),
+        domain: spec.domain.clone(),
     }
-    if a.spec.secure {
-        s.push_str("; Secure");
-    }
-    if a.spec.http_only {
-        s.push_str("; HttpOnly");
-    }
-    s.push_str(match a.spec.same_site {
-        SameSite::Strict => "; SameSite=Strict",
-        SameSite::Lax => "; SameSite=Lax",
-        SameSite::None => "; SameSite=None",
-    });
-    s
+    .set_cookie(name, value, a.max_age_s, Some(a.path))
 }
 
 /// Set-Cookie headers that store `sealed` as the session, and expire chunks left over in the
@@ -391,7 +383,7 @@ mod tests {
         let c = session_cookies(&names(), "v1.k.AAAA", &spec(), 3600, None).unwrap();
         assert_eq!(
             c,
-            ["__Host-mw=v1.k.AAAA; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax"]
+            ["__Host-mw=v1.k.AAAA; Max-Age=3600; Path=/; Secure; HttpOnly; SameSite=Lax"]
         );
         let header = "a=1; __Host-mw=v1.k.AAAA; b=2";
         assert_eq!(
@@ -426,8 +418,8 @@ mod tests {
         let old = "__Host-mw=c3:aa; __Host-mw_1=bb; __Host-mw_2=cc; other=1";
         let set = session_cookies(&names(), "v1.k.short", &spec(), 60, Some(old)).unwrap();
         assert_eq!(set.len(), 3, "{set:?}");
-        assert!(set[1].starts_with("__Host-mw_1=; Path=/; Max-Age=0"));
-        assert!(set[2].starts_with("__Host-mw_2=; Path=/; Max-Age=0"));
+        assert!(set[1].starts_with("__Host-mw_1=; Max-Age=0; Path=/"));
+        assert!(set[2].starts_with("__Host-mw_2=; Max-Age=0; Path=/"));
     }
 
     #[test]

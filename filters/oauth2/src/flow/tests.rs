@@ -295,7 +295,7 @@ fn browsers_are_sent_to_the_idp_with_state_nonce_and_pkce() {
         .as_str();
     assert!(set_cookie.starts_with("mw_login_"));
     assert!(
-        set_cookie.contains("Path=/oauth2/callback; Max-Age=600")
+        set_cookie.contains("Max-Age=600; Path=/oauth2/callback")
             && set_cookie.contains("HttpOnly")
             && set_cookie.contains("SameSite=Lax")
     );
