@@ -47,8 +47,12 @@ pub struct Options {
     pub latency_requests: u64,
     /// The fixed rate, requests per second.
     pub latency_rps: u64,
+    /// Requests per variant before measuring (not measured; checked).
+    pub warm_up_requests: u64,
     /// Start-ups per footprint configuration.
     pub footprint_rounds: usize,
+    /// Footprint only for these variant ids (`None`: the [`FOOTPRINT`] list and the bundle's).
+    pub footprint_only: Option<Vec<String>>,
     /// Only variants whose id contains one of these (the bare Envoys they need are added).
     pub only: Vec<String>,
     /// Where latest.{json,md,svg} go.
@@ -69,7 +73,9 @@ impl Options {
             connections: 4,
             latency_requests: 1_000,
             latency_rps: 1_000,
+            warm_up_requests: 4_000,
             footprint_rounds: 3,
+            footprint_only: None,
             only: Vec::new(),
             out_dir: paths::root().join("bench").join("results"),
             update_readme: true,
@@ -84,6 +90,7 @@ impl Options {
             requests: 5_000,
             rounds: 2,
             latency_requests: 300,
+            warm_up_requests: 1_000,
             footprint_rounds: 1,
             ..Self::full()
         }
@@ -98,7 +105,10 @@ impl Options {
             connections: 2,
             latency_requests: 40,
             latency_rps: 200,
+            warm_up_requests: 20,
             footprint_rounds: 1,
+            // Enough to run the code: a bare Envoy and one with a module.
+            footprint_only: Some(vec!["bare-session".into(), "oauth2".into()]),
             only: Vec::new(),
             out_dir,
             update_readme: false,
@@ -230,7 +240,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             let r = runner::start(v, &fx, &placement, 1, placement.envoy_cpu.clone()).await?;
             r.prove().await?;
             r.warm_up(
-                (opts.requests / 5).max(100),
+                opts.warm_up_requests,
                 opts.connections,
                 placement.load_cpu.clone(),
             )
@@ -258,6 +268,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
         slots.push(slot);
     }
 
+    eprintln!(
+        "bench: {} Envoys started, proven and warmed up in {:.0} s",
+        slots.len(),
+        t0.elapsed().as_secs_f64()
+    );
     // Rounds, interleaved; each round starts one variant later than the previous one.
     let n = slots.len().max(1);
     for round in 0..opts.rounds {
@@ -336,6 +351,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .filter_map(|id| all.iter().find(|v| v.id == *id))
         .chain(all.iter().filter(|v| v.group == Group::Bundle))
         .filter(|v| ok_ids.contains(&v.id.as_str()))
+        .filter(|v| {
+            opts.footprint_only
+                .as_ref()
+                .is_none_or(|only| only.contains(&v.id))
+        })
         .collect();
     eprintln!(
         "bench: start-up and memory at {} workers",
