@@ -163,7 +163,9 @@ impl Fixtures {
             .cloned()
             .context("wasmplugins/oauth2.yaml has no mint section")?;
         let mut mint_spec = mint_spec;
-        mint_spec["ttl_s"] = json!(3600);
+        if let Some(m) = mint_spec.as_object_mut() {
+            m.insert("ttl_s".into(), json!(3600));
+        }
         let spec: meshwright_oauth2::config::MintSpec =
             serde_json::from_value(mint_spec).context("the shipped mint section")?;
         let minter = Minter::from_spec(&ConfigPath::root(), &spec, &env_of(&host_env))
@@ -174,8 +176,10 @@ impl Fixtures {
         // The A/B sticky cookie a returning user carries.
         let ab_key = get("MESHWRIGHT_AB_SIGNING_KEY")?;
         let cfg = ab_config(&shipped_ab.plugin_config())?;
-        let sticky_name = shipped_ab.plugin_config()["sticky"]["name"]
-            .as_str()
+        let sticky_name = shipped_ab
+            .plugin_config()
+            .pointer("/sticky/name")
+            .and_then(Value::as_str)
             .unwrap_or("mw_ab")
             .to_owned();
         let entries: Vec<Entry> = cfg

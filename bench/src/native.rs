@@ -92,8 +92,8 @@ pub fn jwt_authn_filter(jwks: &str, cache: bool) -> Value {
         "forward": true,
         "payload_in_metadata": JWT_ISSUER,
     });
-    if cache {
-        provider["jwt_cache_config"] = json!({"jwt_cache_size": 100});
+    if cache && let Some(p) = provider.as_object_mut() {
+        p.insert("jwt_cache_config".into(), json!({"jwt_cache_size": 100}));
     }
     json!({
         "name": "envoy.filters.http.jwt_authn",

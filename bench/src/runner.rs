@@ -75,8 +75,12 @@ pub fn bootstrap(
         .cluster(Cluster::new("backend", &[backend]))
         .cluster(Cluster::new(IDP_CLUSTER, &[idp]))
         .to_json();
-    if !secrets.is_empty() {
-        config["static_resources"]["secrets"] = json!(secrets);
+    if !secrets.is_empty()
+        && let Some(resources) = config
+            .get_mut("static_resources")
+            .and_then(Value::as_object_mut)
+    {
+        resources.insert("secrets".into(), json!(secrets));
     }
     config
 }
@@ -142,8 +146,7 @@ impl Running {
     /// One request as the load generator sends it, then the variant's probes.
     pub async fn prove(&self) -> Result<()> {
         let http = Http::new(self.envoy.listener("main"));
-        let pairs =
-            |h: &[(String, String)]| -> Vec<(String, String)> { h.iter().cloned().collect() };
+        let pairs = |h: &[(String, String)]| -> Vec<(String, String)> { h.to_vec() };
         let send = |path: String, headers: Vec<(String, String)>| {
             let http = http.clone();
             async move {

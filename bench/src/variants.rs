@@ -237,14 +237,18 @@ impl Expect {
 /// The OAuth2 filter authenticated the session: a Bearer token and the claim headers upstream,
 /// its cookie stripped, `requests_authenticated` once per request.
 pub fn expect_oauth2(config: &Value) -> Expect {
-    let header = config["forward"]["header"]
-        .as_str()
+    let header = config
+        .pointer("/forward/header")
+        .and_then(Value::as_str)
         .unwrap_or("authorization");
     let mut headers = vec![
         HeaderCheck::prefix(header, "Bearer ey"),
         HeaderCheck::lacks("cookie", &format!("{}=", fixtures::SESSION_COOKIE)),
     ];
-    if let Some(claims) = config["forward"]["claim_headers"].as_object() {
+    if let Some(claims) = config
+        .pointer("/forward/claim_headers")
+        .and_then(Value::as_object)
+    {
         for (h, claim) in claims {
             let value = match claim.as_str() {
                 Some("email") => Some(EMAIL),
