@@ -64,11 +64,16 @@ impl Machine {
         let limit = self.nproc as f64 / 2.0;
         let worst = self.loadavg_start[0].max(self.loadavg_end[0]);
         (worst >= limit).then(|| {
+            let end = if self.loadavg_end[0].is_finite() {
+                format!(", {:.2} at end", self.loadavg_end[0])
+            } else {
+                String::new()
+            };
             format!(
-                "load average was high ({:.2} at start, {:.2} at end, on {} CPUs): other work \
-                 competed for the pinned cores; compare variants within this run only, or re-run \
-                 on a quiet machine",
-                self.loadavg_start[0], self.loadavg_end[0], self.nproc
+                "load average was high ({:.2} at start{end}, on {} CPUs): other work competed \
+                 for the pinned cores; compare variants within this run only, or re-run on a \
+                 quiet machine",
+                self.loadavg_start[0], self.nproc
             )
         })
     }

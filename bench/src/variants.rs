@@ -656,99 +656,148 @@ fn expect_jwt_authn() -> Expect {
     }
 }
 
-/// The fused bundle's variants: one per WasmPlugin in wasmplugins/bundle/*.yaml, measured on
-/// the workload it attaches to, plus all four filters in one plugin (the gateway plugin's config
-/// merged with the sidecar plugin's) when both sets exist.
+/// The fused bundle's variants, measured like the separate sets: what istiod attaches from
+/// wasmplugins/bundle/*.yaml to the ingress gateway (`bundle-gateway`) and to the product
+/// sidecar, inbound (`bundle-sidecar`); plus all four filters in one plugin (the gateway plugin's
+/// config merged with the sidecar plugin's, and their environment) when each set is one plugin.
+/// Skipped, with the reason, while dist/bundle.wasm or the WasmPlugins are absent.
 fn bundle_variants(
     fx: &Fixtures,
     out: &mut Vec<Variant>,
     skipped: &mut Vec<Skipped>,
 ) -> Result<()> {
-    let plugins = bundle_plugins()?;
-    let module = paths::module("bundle");
-    if plugins.is_empty() {
+    let sets = [
+        (
+            "bundle-gateway",
+            "gateway set",
+            Workload::gateway(),
+            Profile::Session,
+        ),
+        (
+            "bundle-sidecar",
+            "sidecar set",
+            Workload::product_inbound(),
+            Profile::Sidecar,
+        ),
+    ];
+    let skip_all = |skipped: &mut Vec<Skipped>, reason: &str| {
+        for (id, set, ..) in &sets {
+            skipped.push(Skipped {
+                id: (*id).into(),
+                name: format!("fused bundle, {set}"),
+                reason: reason.into(),
+            });
+        }
         skipped.push(Skipped {
-            id: "bundle".into(),
-            name: "fused bundle (gateway and sidecar sets)".into(),
-            reason: "no wasmplugins/bundle/*.yaml".into(),
+            id: "bundle-all-four".into(),
+            name: "fused bundle, all four in one plugin".into(),
+            reason: reason.into(),
         });
+    };
+    let plugins: Vec<WasmPlugin> = bundle_plugins()?
+        .into_iter()
+        .map(|(_, p)| {
+            let c = patch_oauth2_sections(fx, &p.plugin_config());
+            p.with_plugin_config(c)
+        })
+        .collect();
+    if plugins.is_empty() {
+        skip_all(skipped, "no WasmPlugins in wasmplugins/bundle/");
         return Ok(());
     }
-    let mut roles: Vec<(&'static str, WasmPlugin, Value)> = Vec::new();
-    for (file, p) in plugins {
-        let file = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (role, profile) = if applies(&p, &Workload::gateway()) {
-            ("gateway", Profile::Session)
-        } else if applies(&p, &Workload::product_inbound()) {
-            ("sidecar", Profile::Sidecar)
-        } else if applies(&p, &Workload::store_outbound()) {
-            ("sidecar-outbound", Profile::Sidecar)
-        } else {
+    if !paths::module("bundle").exists() {
+        skip_all(
+            skipped,
+            "dist/bundle.wasm absent (cargo xtask build builds it from filters/bundle)",
+        );
+        return Ok(());
+    }
+    let mut single: Vec<Option<WasmPlugin>> = Vec::new();
+    for (id, set, workload, profile) in sets {
+        let chosen: Vec<WasmPlugin> =
+            istio_chain(&plugins, &workload.labels, workload.mode, workload.port)
+                .into_iter()
+                .cloned()
+                .collect();
+        if chosen.is_empty() {
             skipped.push(Skipped {
-                id: format!("bundle-{}", p.metadata.name),
-                name: format!("bundle: {} ({file})", p.metadata.name),
-                reason: "attaches to none of the benchmark's workloads".into(),
+                id: id.into(),
+                name: format!("fused bundle, {set}"),
+                reason: format!(
+                    "no plugin of wasmplugins/bundle/ attaches to the {}",
+                    workload.what
+                ),
             });
-            continue;
-        };
-        let mut id = format!("bundle-{role}");
-        if out.iter().any(|v| v.id == id) {
-            id = format!("bundle-{}", p.metadata.name);
-        }
-        let name = format!("bundle: {} ({file}, {role} set)", p.metadata.name);
-        if !module.exists() {
-            skipped.push(Skipped {
-                id,
-                name,
-                reason: "dist/bundle.wasm absent (cargo xtask build builds it once filters/bundle exists)"
-                    .into(),
-            });
+            single.push(None);
             continue;
         }
-        let config = patch_oauth2_sections(fx, &p.plugin_config());
-        let (expect, sections) = expect_sections(fx, &config)?;
-        let p = p.with_plugin_config(config.clone());
-        let name = format!("{name}: {}", sections.join(" + "));
+        let mut expect = Expect::default();
+        let mut sections = Vec::new();
+        for p in &chosen {
+            let (e, s) = expect_sections(fx, &p.plugin_config())?;
+            expect = expect.and(e);
+            sections.extend(s);
+        }
+        let names: Vec<&str> = chosen.iter().map(|p| p.metadata.name.as_str()).collect();
+        let name = format!(
+            "bundle, {set} ({}: {})",
+            names.join(", "),
+            sections.join(" + ")
+        );
+        single.push(
+            (chosen.len() == 1)
+                .then(|| chosen.into_iter().next())
+                .flatten(),
+        );
         out.push(
             Variant::new(
-                &id,
+                id,
                 &name,
                 Group::Bundle,
                 profile,
-                Chain::Plugins(vec![p.clone()]),
+                Chain::Istio {
+                    plugins: plugins.clone(),
+                    workload,
+                },
             )
             .expect(expect),
         );
-        roles.push((role, p, config));
     }
-    let gateway = roles.iter().find(|r| r.0 == "gateway");
-    let sidecar = roles.iter().find(|r| r.0 == "sidecar");
-    if let (Some((_, gp, gc)), Some((_, _, sc))) = (gateway, sidecar) {
-        let mut merged = gc.clone();
-        merge_patch(&mut merged, sc);
+    if let [Some(gateway), Some(sidecar)] = single.as_slice() {
+        let mut merged = gateway.plugin_config();
+        merge_patch(&mut merged, &sidecar.plugin_config());
         let (expect, sections) = expect_sections(fx, &merged)?;
+        let mut p = gateway.clone().with_plugin_config(merged);
+        // The sidecar plugin's environment too (e.g. the fault filter's signing key).
+        let extra: Vec<_> = sidecar
+            .spec
+            .vm_config
+            .iter()
+            .flat_map(|c| c.env.iter().cloned())
+            .collect();
+        let vm = p.spec.vm_config.get_or_insert_with(Default::default);
+        for e in extra {
+            if !vm.env.iter().any(|x| x.name == e.name) {
+                vm.env.push(e);
+            }
+        }
         let mut v = Variant::new(
             "bundle-all-four",
             &format!(
-                "bundle: all four in one plugin (gateway config + sidecar config): {}",
+                "bundle, all four in one plugin ({} config + {} config: {})",
+                gateway.metadata.name,
+                sidecar.metadata.name,
                 sections.join(" + ")
             ),
             Group::Bundle,
             Profile::Session,
-            Chain::Plugins(vec![gp.clone().with_plugin_config(merged)]),
+            Chain::Plugins(vec![p]),
         )
         .expect(expect);
         v.synthesized = true;
         out.push(v);
     }
     Ok(())
-}
-
-fn applies(p: &WasmPlugin, w: &Workload) -> bool {
-    p.applies_to(&w.labels, w.mode, w.port)
 }
 
 /// The benchmark's OAuth2 settings applied to every OAuth2 section of a bundle config.
