@@ -174,6 +174,28 @@ fn fail(slot: &mut Slot, e: &anyhow::Error) {
     slot.running = None;
 }
 
+/// Starts `v` with 1 worker on every CPU, proves it, pins it to the measured CPU, warms it up.
+async fn bring_up(
+    v: &Variant,
+    fx: &Fixtures,
+    placement: &Placement,
+    opts: &Options,
+) -> Result<Running> {
+    eprintln!("bench: starting {}", v.id);
+    let r = runner::start(v, fx, placement, 1, placement.all_cpus.clone()).await?;
+    r.prove().await?;
+    if let Some(cpu) = &placement.envoy_cpu {
+        machine::pin(r.envoy.pid(), cpu)?;
+    }
+    r.warm_up(
+        opts.warm_up_requests,
+        opts.connections,
+        placement.load_cpu.clone(),
+    )
+    .await?;
+    Ok(r)
+}
+
 /// Runs the benchmark and writes its results (see [`Options`]). The report lists failed
 /// variants; the caller decides what a failure means (xtask: a non-zero exit).
 pub async fn run(opts: &Options) -> Result<Report> {
@@ -228,46 +250,51 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .collect();
     all.extend(planned);
 
-    // Start every variant, prove it works, warm it up.
+    // Start every variant, prove it works, warm it up: two at a time, on every CPU (start-up
+    // is mostly compiling modules), then each Envoy is pinned where it is measured.
     let mut slots: Vec<Slot> = Vec::new();
-    for v in &all {
-        let mut slot = Slot {
-            result: result_of(v),
-            running: None,
+    for pair in all.chunks(2) {
+        let outcomes = match pair {
+            [a, b] => {
+                let (x, y) = tokio::join!(
+                    bring_up(a, &fx, &placement, opts),
+                    bring_up(b, &fx, &placement, opts)
+                );
+                vec![(a, x), (b, y)]
+            }
+            _ => {
+                let mut out = Vec::new();
+                for v in pair {
+                    out.push((v, bring_up(v, &fx, &placement, opts).await));
+                }
+                out
+            }
         };
-        eprintln!("bench: starting {}", v.id);
-        let started = async {
-            let r = runner::start(v, &fx, &placement, 1, placement.envoy_cpu.clone()).await?;
-            r.prove().await?;
-            r.warm_up(
-                opts.warm_up_requests,
-                opts.connections,
-                placement.load_cpu.clone(),
-            )
-            .await?;
-            anyhow::Ok(r)
-        }
-        .await;
-        match started {
-            Ok(r) => {
-                slot.result.filters = r.filters.clone();
-                slot.result.start_to_ready_ms = r.start_to_ready.as_secs_f64() * 1000.0;
-                slot.running = Some(r);
+        for (v, started) in outcomes {
+            let mut slot = Slot {
+                result: result_of(v),
+                running: None,
+            };
+            match started {
+                Ok(r) => {
+                    slot.result.filters = r.filters.clone();
+                    slot.result.start_to_ready_ms = r.start_to_ready.as_secs_f64() * 1000.0;
+                    slot.running = Some(r);
+                }
+                Err(e) if v.synthesized => {
+                    eprintln!("bench: skipping {}: {e:#}", v.id);
+                    skipped.push(Skipped {
+                        id: v.id.clone(),
+                        name: v.name.clone(),
+                        reason: format!("Envoy refused the benchmark's combined config: {e:#}"),
+                    });
+                    continue;
+                }
+                Err(e) => fail(&mut slot, &e),
             }
-            Err(e) if v.synthesized => {
-                eprintln!("bench: skipping {}: {e:#}", v.id);
-                skipped.push(Skipped {
-                    id: v.id.clone(),
-                    name: v.name.clone(),
-                    reason: format!("Envoy refused the benchmark's combined config: {e:#}"),
-                });
-                continue;
-            }
-            Err(e) => fail(&mut slot, &e),
+            slots.push(slot);
         }
-        slots.push(slot);
     }
-
     eprintln!(
         "bench: {} Envoys started, proven and warmed up in {:.0} s",
         slots.len(),

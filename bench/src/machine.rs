@@ -82,9 +82,14 @@ impl Machine {
 /// Pins this process and all its threads to `cpus` (`taskset -a -p`); later threads and
 /// children inherit it.
 pub fn pin_self(cpus: &str) -> Result<()> {
+    pin(std::process::id(), cpus)
+}
+
+/// Pins process `pid` and all its threads to `cpus`; threads it starts later inherit it.
+pub fn pin(pid: u32, cpus: &str) -> Result<()> {
     let out = Command::new("taskset")
         .args(["-a", "-p", "-c", cpus])
-        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
         .output()
         .context("running taskset")?;
     if !out.status.success() {
