@@ -364,6 +364,22 @@ impl Report {
         md
     }
 
+    /// `" (Envoy's core 81–92 % busy)"`: how close to saturation the closed-loop runs came.
+    fn busy_range(&self) -> String {
+        let busy: Vec<f64> = self
+            .variants
+            .iter()
+            .filter_map(|v| v.envoy_busy.map(|b| b.median * 100.0))
+            .collect();
+        let lo = busy.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = busy.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if busy.is_empty() {
+            String::new()
+        } else {
+            format!(" (Envoy's core {lo:.0}–{hi:.0} % busy)")
+        }
+    }
+
     /// The README's performance section (between the markers).
     pub fn readme_section(&self) -> String {
         let mut md = String::new();
@@ -381,9 +397,13 @@ impl Report {
             md,
             "Envoy CPU time per request added over a bare Envoy receiving the same request (1 worker \
              pinned to one core, load generator on the other), medians of {} interleaved rounds of \
-             {} requests, [min–max]; p99 at {} req/s; req/s with Envoy's core saturated. Every \
-             response was checked (status, and the filter's effect). Compare rows within one run.\n",
-            self.settings.rounds, self.settings.requests, self.settings.latency_rps
+             {} requests, [min–max]; p99 at {} req/s; req/s from the same closed-loop runs{}. \
+             Every response was checked (status, and the filter's effect). Compare rows within \
+             one run.\n",
+            self.settings.rounds,
+            self.settings.requests,
+            self.settings.latency_rps,
+            self.busy_range()
         );
         md.push_str(&self.main_table(false));
         md.push_str("\n![Added Envoy CPU per request](bench/results/latest.svg)\n\n");
