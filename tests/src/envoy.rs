@@ -306,7 +306,10 @@ impl Drop for Envoy {
 /// (a kernel without schedstat reports 0 for a process that certainly ran).
 fn schedstat_ns(pid: u32) -> Option<u64> {
     let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
         // A thread that exits meanwhile is skipped (Envoy's threads live as long as it does).
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
