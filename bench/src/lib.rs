@@ -64,7 +64,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// The default run: a few minutes on a quiet 2-core machine (about 20 on a busy one).
+    /// The default run: a few minutes on a quiet 2-core machine (11 on a busy one).
     pub fn full() -> Self {
         Self {
             kind: "full".into(),
@@ -83,7 +83,7 @@ impl Options {
         }
     }
 
-    /// `--quick`: about a minute, for trying changes (results are noisier).
+    /// `--quick`: 2-3 minutes, for trying changes (results are noisier).
     pub fn quick() -> Self {
         Self {
             kind: "quick".into(),

@@ -89,8 +89,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                         print a signed A/B override value, e.g. ab-override product=v2
   bench [--quick] [--requests N] [--rounds R] [--only ID,...] [--no-readme]
                         build, then measure Envoy CPU per request, latency and throughput of
-                        every filter next to bare Envoy and Envoy's native filters (a few
-                        minutes; --quick about one); results in bench/results/ and README.md
+                        every filter next to bare Envoy and Envoy's native filters (about 11
+                        minutes on a busy 2-core machine; --quick 2-3); results in bench/results/
+                        and README.md
 ";
 
 fn main() -> ExitCode {
