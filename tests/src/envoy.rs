@@ -253,9 +253,15 @@ impl Envoy {
         tail(&self.log_path(), lines) + "\n" + &tail(&self.dir.path().join("envoy.stderr"), lines)
     }
 
-    /// CPU time (user + system) the Envoy process has used, from /proc/<pid>/stat.
+    /// CPU time (user + system) the Envoy process has used: the sum of its threads' run time
+    /// from `/proc/<pid>/task/*/schedstat` (nanoseconds), or, where the kernel does not keep
+    /// scheduler statistics, `utime + stime` from `/proc/<pid>/stat` (10 ms ticks).
     pub fn cpu_time(&self) -> Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let pid = self.child.id();
+        if let Some(ns) = schedstat_ns(pid) {
+            return Ok(Duration::from_nanos(ns));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let f: Vec<&str> = after.split_whitespace().collect();
@@ -263,6 +269,17 @@ impl Envoy {
             + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
         // SC_CLK_TCK is 100 on Linux x86-64.
         Ok(Duration::from_millis(ticks * 10))
+    }
+
+    /// Resident memory of the Envoy process (`VmRSS` in `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")
     }
 
     /// Stops Envoy now.
@@ -283,6 +300,27 @@ impl Drop for Envoy {
         }
         self.stop();
     }
+}
+
+/// Run time of every thread of `pid`, in ns; `None` when scheduler statistics are unavailable
+/// (a kernel without schedstat reports 0 for a process that certainly ran).
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that exits meanwhile is skipped (Envoy's threads live as long as it does).
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (total > 0).then_some(total)
 }
 
 fn tail(path: &Path, lines: usize) -> String {

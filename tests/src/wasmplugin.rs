@@ -379,15 +379,21 @@ pub fn load_dir(dir: &Path) -> Result<Vec<WasmPlugin>> {
     files.sort();
     let mut plugins = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        for doc in text.split("\n---").filter(|d| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        }) {
-            plugins.push(WasmPlugin::from_yaml(doc).with_context(|| f.display().to_string())?);
-        }
+        plugins.extend(load_file(&f)?);
     }
     Ok(plugins)
+}
+
+/// Loads the WasmPlugins of one YAML file (several documents allowed).
+pub fn load_file(path: &Path) -> Result<Vec<WasmPlugin>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    text.split("\n---")
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(|doc| WasmPlugin::from_yaml(doc).with_context(|| path.display().to_string()))
+        .collect()
 }
 
 /// Loads one shipped plugin by `metadata.name`.
