@@ -137,6 +137,8 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
+meshwright_testbed::in_both_forms! {
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_cookie()
 -> Result<()> {
@@ -815,4 +817,5 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
         "before Istio's own authentication"
     );
     Ok(())
+}
 }
