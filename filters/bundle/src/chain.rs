@@ -103,7 +103,6 @@ pub fn response_order(len: usize) -> impl Iterator<Item = usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -206,6 +205,7 @@ mod tests {
     mod props {
         use super::*;
         use proptest::prelude::*;
+        use std::cell::RefCell;
 
         /// What a filter does with a request.
         #[derive(Debug, Clone, Copy)]
