@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn sections_run_in_the_bundles_order_whatever_the_json_order() {
         let c = BundleConfig::from_json(
-            br#"{"fault": {"rules": []}, "retry_budget": {}, "ab": {"experiments": []}}"#,
+            br#"{"fault": {"rules": []}, "retry_budget": {"side": "server"}, "ab": {"experiments": []}}"#,
         )
         .unwrap();
         assert_eq!(names(&c), ["ab", "retry_budget", "fault"]);
@@ -184,7 +184,7 @@ mod tests {
             ),
             (br#"{"fault": {"enabeld": true}}"#, "fault.enabeld"),
             (
-                br#"{"retry_budget": {"side": "client", "retry_ratio": 7}}"#,
+                br#"{"retry_budget": {"side": "client", "retry_ratio": 11}}"#,
                 "retry_budget.retry_ratio",
             ),
             (br#"{"ab": {"experiments": 3}}"#, "ab.experiments"),
