@@ -6,7 +6,9 @@
 //! - [`envoy`]: the Envoy process and its admin API;
 //! - [`upstream`] and [`client`]: real servers and clients on loopback;
 //! - [`k8s`]: the mesh configuration in `k8s/` as data (VirtualService rules → local routes);
-//! - [`Bed`]: the usual arrangement — upstream(s), one Envoy with the plugins, a client.
+//! - [`Bed`]: the usual arrangement — upstream(s), one Envoy with the plugins, a client;
+//! - [`forms`]: the filters each in its own module or inside the bundle — the same tests run on
+//!   both ([`in_both_forms!`]).
 //!
 //! Used by `cargo xtask` (build/up/test), the integration tests in `tests/tests/`, and the
 //! benchmark.
@@ -14,6 +16,7 @@
 pub mod agent;
 pub mod client;
 pub mod envoy;
+pub mod forms;
 pub mod idp;
 pub mod install;
 pub mod k8s;
@@ -55,10 +58,12 @@ pub struct BedBuilder {
     extra_clusters: Vec<render::Cluster>,
     listener_port: u16,
     extra: Vec<(String, Option<upstream::Behaviour>)>,
+    form: forms::Form,
 }
 
 impl Bed {
-    /// A sidecar of `product` v1, inbound (SERVER) traffic on port 8081, echo upstream.
+    /// A sidecar of `product` v1, inbound (SERVER) traffic on port 8081, echo upstream; the
+    /// filters in the running test's [`forms::Form`].
     pub fn builder() -> BedBuilder {
         BedBuilder {
             plugins: Vec::new(),
@@ -73,6 +78,7 @@ impl Bed {
             extra_clusters: Vec::new(),
             listener_port: 0,
             extra: Vec::new(),
+            form: forms::current(),
         }
     }
 
@@ -97,6 +103,12 @@ impl Bed {
 impl BedBuilder {
     pub fn plugin(mut self, p: WasmPlugin) -> Self {
         self.plugins.push(p);
+        self
+    }
+
+    /// Renders the filters in `form` (default: the running test's, [`forms::current`]).
+    pub fn form(mut self, form: forms::Form) -> Self {
+        self.form = form;
         self
     }
 
@@ -218,7 +230,14 @@ impl BedBuilder {
         };
         let listener = render::Listener::new(MAIN)
             .port(self.listener_port)
-            .wasm_plugins(&self.plugins, &overlay, &self.labels, self.mode, self.port)?;
+            .wasm_plugins_as(
+                self.form,
+                &self.plugins,
+                &overlay,
+                &self.labels,
+                self.mode,
+                self.port,
+            )?;
         let listener = (self.routes)(listener);
         let cluster = (self.cluster)(render::Cluster::new("backend", &[backend]));
         let mut bootstrap = render::Bootstrap::new().listener(listener).cluster(cluster);

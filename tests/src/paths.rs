@@ -18,6 +18,11 @@ pub fn wasmplugins() -> PathBuf {
     root().join("wasmplugins")
 }
 
+/// The bundle's WasmPlugins: the alternative to the separate filters' set.
+pub fn bundle_wasmplugins() -> PathBuf {
+    wasmplugins().join("bundle")
+}
+
 /// Project-local tools: the Envoy venv, wasm-bindgen's test runner, npm packages.
 pub fn tools() -> PathBuf {
     root().join(".tools")

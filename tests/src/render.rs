@@ -4,6 +4,7 @@
 //! Everything binds to 127.0.0.1; listener and admin ports are 0 (ephemeral) unless given, and
 //! the running [`crate::envoy::Envoy`] reports what was bound.
 
+use crate::forms::Form;
 use crate::wasmplugin::{Overlay, WasmPlugin, WorkloadMode, chain};
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -142,7 +143,21 @@ impl Listener {
     /// Adds the WasmPlugins that istiod would attach for a workload with `labels`, traffic
     /// `mode`, on `port`, in istiod's order.
     pub fn wasm_plugins(
+        self,
+        plugins: &[WasmPlugin],
+        overlay: &Overlay,
+        labels: &BTreeMap<String, String>,
+        mode: WorkloadMode,
+        port: u32,
+    ) -> Result<Self> {
+        self.wasm_plugins_as(Form::Separate, plugins, overlay, labels, mode, port)
+    }
+
+    /// [`Self::wasm_plugins`], the filters in `form` (each in its own module, or each inside the
+    /// bundle's).
+    pub fn wasm_plugins_as(
         mut self,
+        form: Form,
         plugins: &[WasmPlugin],
         overlay: &Overlay,
         labels: &BTreeMap<String, String>,
@@ -150,7 +165,7 @@ impl Listener {
         port: u32,
     ) -> Result<Self> {
         for p in chain(plugins, labels, mode, port) {
-            self.http_filters.push(p.to_envoy_filter(overlay)?);
+            self.http_filters.push(p.to_envoy_filter_as(overlay, form)?);
         }
         Ok(self)
     }

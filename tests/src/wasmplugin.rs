@@ -18,6 +18,7 @@
 //! - `selector.matchLabels` picks workloads; `match[].mode` picks traffic: CLIENT = outbound and
 //!   gateways, SERVER = inbound, CLIENT_AND_SERVER/unset = both; `match[].ports` by number.
 
+use crate::forms::{BUNDLE_PLUGIN_NAME, BUNDLE_URL, Form, section_of};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -294,21 +295,34 @@ impl WasmPlugin {
 
     /// The Envoy HTTP filter istiod would generate for this plugin (see the module doc).
     pub fn to_envoy_filter(&self, overlay: &Overlay) -> Result<Value> {
+        self.to_envoy_filter_as(overlay, Form::Separate)
+    }
+
+    /// [`Self::to_envoy_filter`] in a [`Form`]: in [`Form::Bundle`], a plugin of one of the
+    /// bundle's filters runs the bundle's module instead, its (overlay-patched) `pluginConfig`
+    /// as the filter's section — everything else (name, phase, environment, failure policy)
+    /// as it is. Other plugins are rendered as they are.
+    pub fn to_envoy_filter_as(&self, overlay: &Overlay, form: Form) -> Result<Value> {
         let spec = &self.spec;
         let name = format!("{}.{}", self.metadata.namespace, self.metadata.name);
-        let filename = if let Some(path) = spec.url.strip_prefix("file://") {
+        let section = spec.plugin_name.as_deref().and_then(section_of);
+        let (url, root_id) = match (form, section) {
+            (Form::Bundle, Some(_)) => (BUNDLE_URL, BUNDLE_PLUGIN_NAME),
+            _ => (
+                spec.url.as_str(),
+                spec.plugin_name.as_deref().unwrap_or_default(),
+            ),
+        };
+        let filename = if let Some(path) = url.strip_prefix("file://") {
             PathBuf::from(path)
-        } else if let Some(local) = overlay.modules.get(&spec.url) {
+        } else if let Some(local) = overlay.modules.get(url) {
             if local.is_absolute() {
                 local.clone()
             } else {
                 crate::paths::root().join(local)
             }
         } else {
-            bail!(
-                "{name}: no local file for {} (add it to the overlay's modules)",
-                spec.url
-            );
+            bail!("{name}: no local file for {url} (add it to the overlay's modules)");
         };
         let mut key_values = serde_json::Map::new();
         let mut host_env_keys = Vec::new();
@@ -337,7 +351,7 @@ impl WasmPlugin {
         }
         let mut config = json!({
             "name": name,
-            "root_id": spec.plugin_name.clone().unwrap_or_default(),
+            "root_id": root_id,
             "vm_config": vm_config,
             "failure_policy": match spec.fail_strategy.unwrap_or(FailStrategy::FailClose) {
                 FailStrategy::FailClose => "FAIL_CLOSED",
@@ -348,6 +362,9 @@ impl WasmPlugin {
         let mut plugin_config = self.plugin_config();
         if let Some(patch) = overlay.plugin_config.get(&name) {
             merge_patch(&mut plugin_config, patch);
+        }
+        if let (Form::Bundle, Some(section)) = (form, section) {
+            plugin_config = json!({ section: plugin_config });
         }
         if plugin_config.as_object().is_some_and(|o| !o.is_empty()) {
             config["configuration"] = json!({
@@ -396,12 +413,16 @@ pub fn load_file(path: &Path) -> Result<Vec<WasmPlugin>> {
         .collect()
 }
 
-/// Loads one shipped plugin by `metadata.name`.
+/// Loads one shipped plugin by `metadata.name`: the separate filters' (`wasmplugins/`) or the
+/// bundle's (`wasmplugins/bundle/`).
 pub fn shipped(name: &str) -> Result<WasmPlugin> {
-    load_dir(&crate::paths::wasmplugins())?
-        .into_iter()
+    let mut all = load_dir(&crate::paths::wasmplugins())?;
+    all.extend(load_dir(&crate::paths::bundle_wasmplugins())?);
+    all.into_iter()
         .find(|p| p.metadata.name == name)
-        .with_context(|| format!("no WasmPlugin named {name} in wasmplugins/"))
+        .with_context(|| {
+            format!("no WasmPlugin named {name} in wasmplugins/ or wasmplugins/bundle/")
+        })
 }
 
 /// The plugins that apply to a workload's traffic, in filter-chain order.

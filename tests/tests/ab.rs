@@ -8,6 +8,7 @@ use meshwright_ab::AbConfig;
 use meshwright_ab::bucket::choose;
 use meshwright_ab::overrides::sign;
 use meshwright_testbed::client::{Http, Response};
+use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
 use meshwright_testbed::render::{Listener, gateway_labels, workload_labels};
 use meshwright_testbed::wasmplugin::{Overlay, WasmPlugin, WorkloadMode, shipped};
@@ -136,6 +137,8 @@ async fn stat(bed: &Bed, name: &str) -> u64 {
         .await
         .unwrap()
 }
+
+meshwright_testbed::in_both_forms! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_header_written_by_the_filter_selects_the_route() -> Result<()> {
@@ -629,10 +632,13 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
             Ok(_) => panic!("Envoy accepted {config}"),
             Err(e) => format!("{e:#}"),
         };
+        // In the bundle, the field inside the filter's section.
+        let field = forms::current().config_field("ab", field);
         assert!(
             err.contains(&format!("invalid plugin config at `{field}`")),
             "{config}: the log does not name `{field}`:\n{err}"
         );
     }
     Ok(())
+}
 }

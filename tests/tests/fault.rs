@@ -4,6 +4,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use meshwright_fault::control;
 use meshwright_testbed::client::{Http, grpc_unary};
+use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
 use meshwright_testbed::render::{Cluster, Route};
 use meshwright_testbed::wasmplugin::{WasmPlugin, shipped};
@@ -49,6 +50,8 @@ async fn statuses(
     })
     .await
 }
+
+meshwright_testbed::in_both_forms! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_ratio_over_4000_requests_is_within_3_sd_and_counted() -> Result<()> {
@@ -555,6 +558,8 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
             Ok(_) => panic!("Envoy accepted {config}"),
             Err(e) => format!("{e:#}"),
         };
+        // In the bundle, the field inside the filter's section.
+        let field = forms::current().config_field("fault", field);
         assert!(
             err.contains(&format!("invalid plugin config at `{field}`")),
             "{config}: the log does not name `{field}`:\n{err}"
@@ -620,4 +625,5 @@ async fn faults_can_target_one_route_of_several() -> Result<()> {
         200
     );
     Ok(())
+}
 }

@@ -137,6 +137,8 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
+meshwright_testbed::in_both_forms! {
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_cookie()
 -> Result<()> {
@@ -816,4 +818,36 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
         "before Istio's own authentication"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
+    let cases = [
+        (json!({"issuer": "not a url"}), "issuer"),
+        (json!({"cookie": {"name": "__Host-x"}}), "cookie.name"),
+        (json!({"clientid": "shop"}), "clientid"),
+        (
+            json!({"forward": {"claim_headers": {"cookie": "sub"}}}),
+            "forward.claim_headers.cookie",
+        ),
+    ];
+    for (config, field) in cases {
+        let setup = Setup {
+            config: config.clone(),
+            start_idp: false,
+            ..Setup::default()
+        };
+        let err = match setup.start().await {
+            Ok(_) => panic!("Envoy accepted {config}"),
+            Err(e) => format!("{e:#}"),
+        };
+        // In the bundle, the field inside the filter's section.
+        let field = meshwright_testbed::forms::current().config_field("oauth2", field);
+        assert!(
+            err.contains(&format!("invalid plugin config at `{field}`")),
+            "{config}: the log does not name `{field}`:\n{err}"
+        );
+    }
+    Ok(())
+}
 }

@@ -11,6 +11,7 @@ use meshwright_retry::stats::{DestinationMetricNames, SideMetricNames};
 use meshwright_shared::rng::{Random, WyRand};
 use meshwright_testbed::client::{Http, grpc_unary};
 use meshwright_testbed::envoy::{Envoy, Options};
+use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
 use meshwright_testbed::render::{Cluster, Route, workload_labels};
 use meshwright_testbed::upstream::Reply;
@@ -162,6 +163,8 @@ async fn outage_run(builder: BedBuilder, concurrency: usize) -> Result<(Bed, Run
     let hits = bed.upstream.hits();
     Ok((bed, Run { hits, elapsed }))
 }
+
+meshwright_testbed::in_both_forms! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() -> Result<()> {
@@ -762,10 +765,13 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
             Ok(_) => panic!("Envoy accepted {config}"),
             Err(e) => format!("{e:#}"),
         };
+        // In the bundle, the field inside the filter's section.
+        let field = forms::current().config_field("retry_budget", field);
         assert!(
             err.contains(&format!("invalid plugin config at `{field}`")),
             "{config}: the log does not name `{field}`:\n{err}"
         );
     }
     Ok(())
+}
 }

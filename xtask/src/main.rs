@@ -54,7 +54,20 @@ const FILTERS: &[(&str, &str, &str, Opt)] = &[
         Opt::Speed,
     ),
     ("ab", "meshwright-ab", "meshwright_ab", Opt::Speed),
+    // All four in one module; it carries the OAuth2 filter's code, so it is built for size too.
+    (
+        "bundle",
+        "meshwright-bundle",
+        "meshwright_bundle",
+        Opt::Size,
+    ),
 ];
+
+/// Packages built in a cargo invocation of their own: the bundle depends on the filters without
+/// their `entrypoint` feature, and cargo unifies features across the packages of one
+/// invocation — built with the filters, it would get their entry points too (a duplicate
+/// `_initialize`).
+const BUILT_ALONE: &[&str] = &["meshwright-bundle"];
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
 const WASM_CRATES: &[&str] = &[
@@ -64,6 +77,7 @@ const WASM_CRATES: &[&str] = &[
     "meshwright-oauth2",
     "meshwright-retry",
     "meshwright-ab",
+    "meshwright-bundle",
 ];
 const PURE_CRATES: &[&str] = &[
     "meshwright-shared",
@@ -71,6 +85,7 @@ const PURE_CRATES: &[&str] = &[
     "meshwright-oauth2",
     "meshwright-retry",
     "meshwright-ab",
+    "meshwright-bundle",
 ];
 
 /// Port of the OpenID Provider `up` starts (wasmplugins/local/overlay.yaml points the OAuth2
@@ -80,7 +95,9 @@ const LOCAL_IDP_PORT: u16 = 19080;
 const USAGE: &str = "usage: cargo xtask <command>
 
   build                 build every filter to dist/<name>.wasm (+ .sha256)
-  up [--port P]         build, then run a local Envoy with the filters on 127.0.0.1 (Ctrl-C stops)
+  up [--port P] [--bundle]
+                        build, then run a local Envoy with the filters on 127.0.0.1 (Ctrl-C stops);
+                        --bundle: the bundled set (wasmplugins/bundle/) instead of the separate one
   test                  everything CI runs: fmt, clippy (host + wasm32), unit/property tests
                         (native and wasm32 under Node), Envoy integration tests, manifest checks
   fault-signature [--abort S] [--grpc G] [--delay MS] [--ttl SECONDS] [--key K]
@@ -146,7 +163,22 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 fn build() -> Result<Vec<(String, u64)>> {
     install::ensure_rust_targets()?;
     install::ensure_apt(&["binaryen"])?;
+    let mut groups: Vec<(Opt, Vec<&str>)> = Vec::new();
     for opt in [Opt::Speed, Opt::Size] {
+        let together: Vec<&str> = FILTERS
+            .iter()
+            .filter(|f| f.3 == opt && !BUILT_ALONE.contains(&f.1))
+            .map(|f| f.1)
+            .collect();
+        groups.push((opt, together));
+        for alone in FILTERS
+            .iter()
+            .filter(|f| f.3 == opt && BUILT_ALONE.contains(&f.1))
+        {
+            groups.push((opt, vec![alone.1]));
+        }
+    }
+    for (opt, packages) in groups.into_iter().filter(|(_, p)| !p.is_empty()) {
         let mut cmd = cargo();
         cmd.args([
             "build",
@@ -155,11 +187,15 @@ fn build() -> Result<Vec<(String, u64)>> {
             "--target",
             "wasm32-wasip1",
         ]);
-        for (_, package, _, _) in FILTERS.iter().filter(|f| f.3 == opt) {
+        for package in &packages {
             cmd.args(["-p", package]);
         }
         run(
-            &format!("build filters (wasm32-wasip1, {})", opt.profile()),
+            &format!(
+                "build {} (wasm32-wasip1, {})",
+                packages.join(" "),
+                opt.profile()
+            ),
             &mut cmd,
         )?;
     }
@@ -252,7 +288,10 @@ fn test() -> Result<()> {
     if k8s.exists() {
         let mut cmd = Command::new(&k8s);
         cmd.current_dir(paths::root());
-        for p in yaml_files(&paths::wasmplugins())? {
+        for p in yaml_files(&paths::wasmplugins())?
+            .into_iter()
+            .chain(yaml_files(&paths::bundle_wasmplugins())?)
+        {
             cmd.arg(p);
         }
         run("manifests: kustomize render + schema validation", &mut cmd)?;
@@ -278,6 +317,7 @@ fn up(args: &[String]) -> Result<()> {
         .unwrap_or("10080")
         .parse()
         .context("--port")?;
+    let bundled = args.iter().any(|a| a == "--bundle");
     let admin_port: u16 = flag(args, "--admin-port")
         .unwrap_or("9901")
         .parse()
@@ -300,7 +340,12 @@ fn up(args: &[String]) -> Result<()> {
         .await?;
         let product_v2 = upstream::Upstream::echo("product-v2").await?;
         let store = upstream::Upstream::echo("store").await?;
-        let plugins = wasmplugin::load_dir(&paths::wasmplugins())?;
+        // The separate filters' set, or with --bundle the bundled one (wasmplugins/bundle/).
+        let plugins = wasmplugin::load_dir(&if bundled {
+            paths::bundle_wasmplugins()
+        } else {
+            paths::wasmplugins()
+        })?;
         let overlay = Overlay::local()?;
         let labels = workload_labels("product", "v1");
         let chain = wasmplugin::chain(&plugins, &labels, WorkloadMode::Server, 8081);

@@ -8,16 +8,18 @@
 //! - The output headers are set in `on_http_request_headers`, before the router picks a route,
 //!   so the route matches on them (proven in a real Envoy by tests/tests/ab.rs).
 //! - Cookies and the debug header go on the response in `on_http_response_headers`.
+//! - [`AbRoot`] is also driven by the bundle (`Composable`), which then serves the request
+//!   headers from one read shared by its filters (meshwright-host's `request`).
 
 use crate::config::AbConfig;
 use crate::decide::{By, Outcome, decide};
 use crate::stats::{self, ExperimentMetricNames, VariantMetricNames};
+use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
-use meshwright_host::{abi, clock, logging, random};
+use meshwright_host::{abi, clock, logging, random, request};
 use meshwright_shared::config::{ConfigError, Reason};
 use meshwright_shared::headers::HeaderList;
 use meshwright_shared::rng::WyRand;
-use meshwright_shared::wire::visit_pairs;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::RefCell;
@@ -110,49 +112,44 @@ impl Runtime {
     }
 }
 
+/// The filter's root context: alone in its module, or driven by a parent (the bundle) through
+/// [`Composable`].
 #[derive(Default)]
-struct AbRoot {
+pub struct AbRoot {
     runtime: Option<Rc<Runtime>>,
     rng: Option<Rc<RefCell<WyRand>>>,
 }
 
 impl Context for AbRoot {}
 
+impl Composable for AbRoot {
+    fn configure(&mut self, config: &[u8]) -> Result<(), ConfigError> {
+        let runtime = AbConfig::from_json(config).and_then(Runtime::build)?;
+        let c = &runtime.config;
+        log::info!(
+            "configured: enabled={}, {} experiment(s) [{}], anonymous ids {}, sticky {}, overrides {}",
+            c.enabled,
+            c.experiments.len(),
+            c.experiments
+                .iter()
+                .map(|e| format!("{} → {}", e.name, e.header))
+                .collect::<Vec<_>>()
+                .join(", "),
+            on_off(c.anonymous_id.is_some()),
+            on_off(c.sticky.is_some()),
+            on_off(c.overrides.is_some()),
+        );
+        self.rng
+            .get_or_insert_with(|| Rc::new(RefCell::new(random::seeded())));
+        self.runtime = Some(Rc::new(runtime));
+        Ok(())
+    }
+}
+
 impl RootContext for AbRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         logging::refresh_level();
-        let built = abi::plugin_configuration()
-            .map_err(|e| {
-                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
-            })
-            .and_then(|bytes| AbConfig::from_json(&bytes))
-            .and_then(Runtime::build);
-        match built {
-            Ok(runtime) => {
-                let c = &runtime.config;
-                log::info!(
-                    "configured: enabled={}, {} experiment(s) [{}], anonymous ids {}, sticky {}, overrides {}",
-                    c.enabled,
-                    c.experiments.len(),
-                    c.experiments
-                        .iter()
-                        .map(|e| format!("{} → {}", e.name, e.header))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    on_off(c.anonymous_id.is_some()),
-                    on_off(c.sticky.is_some()),
-                    on_off(c.overrides.is_some()),
-                );
-                self.rng
-                    .get_or_insert_with(|| Rc::new(RefCell::new(random::seeded())));
-                self.runtime = Some(Rc::new(runtime));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        compose::configure_from_host(self)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -191,11 +188,8 @@ fn read_headers(wanted: &[String]) -> HeaderList {
     if wanted.is_empty() {
         return list;
     }
-    let Ok(bytes) = abi::header_map_bytes(MapType::HttpRequestHeaders) else {
-        return list;
-    };
     let mut values: Vec<Option<String>> = vec![None; wanted.len()];
-    visit_pairs(&bytes, |k, v| {
+    let visited = request::visit(|k, v| {
         let Some(slot) = wanted
             .iter()
             .position(|w| w.as_bytes().eq_ignore_ascii_case(k))
@@ -216,6 +210,9 @@ fn read_headers(wanted: &[String]) -> HeaderList {
             }
         }
     });
+    if visited.is_err() {
+        return list;
+    }
     for (name, value) in wanted.iter().zip(values) {
         if let Some(v) = value {
             list.push(name, v);
@@ -242,10 +239,10 @@ impl HttpContext for AbHttp {
             _ => return Action::Continue,
         };
         for name in &decision.remove_headers {
-            let _ = abi::remove_header(MapType::HttpRequestHeaders, name);
+            let _ = request::remove_header(name);
         }
         for (name, value) in &decision.set_headers {
-            if let Err(e) = abi::set_header(MapType::HttpRequestHeaders, name, value) {
+            if let Err(e) = request::set_header(name, value) {
                 log::warn!("cannot set {name}: {e}");
             }
         }

@@ -7,18 +7,21 @@
 //!   in `on_done`.
 //! - `max_active_faults` is enforced on the process-wide `active_faults` gauge: increment, read
 //!   back, and back off when over the limit, so admitted faults never exceed it.
+//! - [`FaultRoot`] is also driven by the bundle (`Composable`): request headers, ticks and
+//!   resumes go through meshwright-host, which does the direct host call when alone.
 
 use crate::config::FaultConfig;
 use crate::decide::{Reply, Source, decide};
 use crate::stats::{self, RuleMetricNames};
+use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::{Counter, Gauge};
 use meshwright_host::parked::{self, Parked};
-use meshwright_host::{abi, clock, logging, random};
+use meshwright_host::{abi, clock, logging, random, request};
 use meshwright_shared::config::{ConfigError, Reason};
 use meshwright_shared::headers::HeaderList;
 use meshwright_shared::rng::WyRand;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MapType};
+use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -112,8 +115,10 @@ struct AfterDelay {
     abort: Option<Reply>,
 }
 
+/// The filter's root context: alone in its module, or driven by a parent (the bundle) through
+/// [`Composable`].
 #[derive(Default)]
-struct FaultRoot {
+pub struct FaultRoot {
     runtime: Option<Rc<Runtime>>,
     parked: Option<Parked<AfterDelay>>,
     rng: Option<Rc<RefCell<WyRand>>>,
@@ -121,40 +126,33 @@ struct FaultRoot {
 
 impl Context for FaultRoot {}
 
+impl Composable for FaultRoot {
+    fn configure(&mut self, config: &[u8]) -> Result<(), ConfigError> {
+        let runtime = FaultConfig::from_json(config).and_then(Runtime::build)?;
+        log::info!(
+            "configured: enabled={}, {} rule(s), header control {}",
+            runtime.config.enabled,
+            runtime.config.rules.len(),
+            if runtime.config.header_control.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+        );
+        let resolution = runtime.config.delay_resolution_ms;
+        self.parked
+            .get_or_insert_with(|| Parked::new(resolution, 0));
+        self.rng
+            .get_or_insert_with(|| Rc::new(RefCell::new(random::seeded())));
+        self.runtime = Some(Rc::new(runtime));
+        Ok(())
+    }
+}
+
 impl RootContext for FaultRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         logging::refresh_level();
-        let built = abi::plugin_configuration()
-            .map_err(|e| {
-                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
-            })
-            .and_then(|bytes| FaultConfig::from_json(&bytes))
-            .and_then(Runtime::build);
-        match built {
-            Ok(runtime) => {
-                log::info!(
-                    "configured: enabled={}, {} rule(s), header control {}",
-                    runtime.config.enabled,
-                    runtime.config.rules.len(),
-                    if runtime.config.header_control.is_some() {
-                        "on"
-                    } else {
-                        "off"
-                    },
-                );
-                let resolution = runtime.config.delay_resolution_ms;
-                self.parked
-                    .get_or_insert_with(|| Parked::new(resolution, 0));
-                self.rng
-                    .get_or_insert_with(|| Rc::new(RefCell::new(random::seeded())));
-                self.runtime = Some(Rc::new(runtime));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        compose::configure_from_host(self)
     }
 
     fn on_tick(&mut self) {
@@ -247,7 +245,7 @@ impl HttpContext for FaultHttp {
         }
         let mut headers = HeaderList::with_capacity(config.headers_read.len());
         for name in &config.headers_read {
-            if let Ok(Some(value)) = abi::header(MapType::HttpRequestHeaders, name) {
+            if let Ok(Some(value)) = request::header(name) {
                 headers.push(name, value);
             }
         }

@@ -11,14 +11,23 @@
 //! [`random`] (the values injected into decision logic), and [`parked`] (HTTP streams paused
 //! until a deadline and resumed from the root context's tick: there are no per-stream timers
 //! in proxy-wasm).
+//!
+//! For several filters in one module (the bundle): [`compose`] (a parent drives each filter's
+//! own contexts; resumes, HTTP call responses and log lines find the right filter), [`tick`]
+//! (one root tick shared by the filters' own periods) and [`request`] (request headers read
+//! once per pass, whatever the number of filters reading them). A filter in its own module
+//! goes through the same functions and gets the direct host calls it always made.
 #![cfg(target_os = "wasi")]
 
 pub mod abi;
 pub mod clock;
+pub mod compose;
 pub mod logging;
 pub mod metrics;
 pub mod parked;
 pub mod random;
+pub mod request;
 pub mod shared_data;
+pub mod tick;
 
 pub use abi::HostError;

@@ -1,6 +1,7 @@
 //! `log` records to the proxy's log, and a panic hook that reports the plugin by name.
 //!
-//! Log lines carry the plugin name; Envoy adds the plugin's configured `name`
+//! Log lines carry the plugin name (in a module running several filters, the module's and the
+//! running filter's: `[bundle/fault]`); Envoy adds the plugin's configured `name`
 //! (Istio: `<namespace>.<WasmPlugin name>`) itself.
 
 use crate::abi;
@@ -29,7 +30,10 @@ impl log::Log for ProxyLogger {
             log::Level::Trace => LogLevel::Trace,
         };
         let plugin = PLUGIN.get().copied().unwrap_or("meshwright");
-        let _ = abi::log(level, &format!("[{plugin}] {}", record.args()));
+        let _ = match crate::compose::scope() {
+            Some(s) => abi::log(level, &format!("[{plugin}/{}] {}", s.name, record.args())),
+            None => abi::log(level, &format!("[{plugin}] {}", record.args())),
+        };
     }
 
     fn flush(&self) {}

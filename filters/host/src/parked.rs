@@ -12,7 +12,7 @@
 //! must be [`Parked::remove`]d in the HTTP context's `on_done`; if it is not, resuming it just
 //! fails with BadArgument, which is ignored.
 
-use crate::abi;
+use crate::{compose, tick};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -53,7 +53,7 @@ impl<T> Parked<T> {
             Err(_) => return false,
         };
         if let Some(period) = start_ticking
-            && abi::set_tick_period_ms(period).is_err()
+            && tick::set_period_ms(period).is_err()
         {
             self.remove(context_id);
             if let Ok(mut inner) = self.0.try_borrow_mut() {
@@ -106,7 +106,7 @@ impl<T> Parked<T> {
             (due, idle.then_some(inner.idle_ms))
         };
         if let Some(idle_ms) = idle {
-            let _ = abi::set_tick_period_ms(idle_ms);
+            let _ = tick::set_period_ms(idle_ms);
         }
         due
     }
@@ -120,5 +120,5 @@ impl<T> Clone for Parked<T> {
 
 /// Resumes a paused stream's request from a root context. False when the stream is gone.
 pub fn resume(context_id: u32) -> bool {
-    abi::set_effective_context(context_id).is_ok() && abi::resume_request().is_ok()
+    compose::resume(context_id)
 }

@@ -14,6 +14,9 @@
 //!   (`meshwright.oauth2.refresh.<n>`, 1,024 slots) is claimed with compare-and-swap; the winner
 //!   calls the token endpoint and publishes the new sealed session there, so requests still
 //!   carrying the old cookie adopt it (and hand the browser the new cookie).
+//! - [`OAuth2Root`] is also driven by the bundle (`Composable`): request headers, the tick,
+//!   resumes of paused requests (the bundle's later filters run first) and the routing of call
+//!   responses go through meshwright-host, which does the direct host call when alone.
 
 use crate::cache::SessionCache;
 use crate::config::OAuth2Config;
@@ -23,9 +26,10 @@ use crate::flow::{
 use crate::idp::{self, Discovery, Jwks};
 use crate::session::{CookieNames, LoginTxn, Session, expire_all};
 use crate::stats;
+use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
 use meshwright_host::parked::Parked;
-use meshwright_host::{abi, clock, logging, shared_data};
+use meshwright_host::{abi, clock, logging, request, shared_data, tick};
 use meshwright_shared::config::ConfigError;
 use meshwright_shared::headers::HeaderList;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -40,7 +44,7 @@ const MAX_BACKOFF_MS: u64 = 30_000;
 #[cfg(feature = "entrypoint")]
 proxy_wasm::main! {{
     logging::init("oauth2");
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(OAuth2Root { vm: Rc::new(Vm::default()) }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(OAuth2Root::default()) });
 }}
 
 /// Everything built at `on_configure`.
@@ -199,7 +203,10 @@ impl RefreshSlots for SharedSlots {
     }
 }
 
-struct OAuth2Root {
+/// The filter's root context: alone in its module, or driven by a parent (the bundle) through
+/// [`Composable`].
+#[derive(Default)]
+pub struct OAuth2Root {
     vm: Rc<Vm>,
 }
 
@@ -345,7 +352,7 @@ impl OAuth2Root {
                 rt.inc("idp_wait_timeouts");
                 let _ = send(&reply_503("identity_provider_unavailable"));
             } else if matches!(process(id, &self.vm, Some(deadline)), Action::Continue) {
-                let _ = abi::resume_request();
+                compose::continue_request(id);
             }
         }
     }
@@ -388,22 +395,10 @@ fn post(cfg: &OAuth2Config, call: &TokenCall) -> Result<u32, abi::HostError> {
     )
 }
 
-impl RootContext for OAuth2Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        logging::refresh_level();
+impl Composable for OAuth2Root {
+    fn configure(&mut self, config: &[u8]) -> Result<(), ConfigError> {
         let env = |name: &str| std::env::var(name).ok();
-        let built = abi::plugin_configuration()
-            .map_err(|e| {
-                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
-            })
-            .and_then(|bytes| OAuth2Config::from_json(&bytes, &env));
-        let cfg = match built {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        };
+        let cfg = OAuth2Config::from_json(config, &env)?;
         let counters = stats::COUNTERS
             .iter()
             .map(|n| (*n, Counter::define(&stats::counter(n))))
@@ -441,9 +436,16 @@ impl RootContext for OAuth2Root {
             counters,
             login_failed,
         }));
-        let _ = abi::set_tick_period_ms(1000);
+        let _ = tick::set_period_ms(1000);
         self.fetch_due(clock::now_ms());
-        true
+        Ok(())
+    }
+}
+
+impl RootContext for OAuth2Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        logging::refresh_level();
+        compose::configure_from_host(self)
     }
 
     fn on_tick(&mut self) {
@@ -472,7 +474,7 @@ fn read_headers(rt: &Runtime) -> HeaderList {
         .copied()
         .chain([rt.cfg.forward_header.as_str()])
     {
-        if let Ok(Some(v)) = abi::header(MapType::HttpRequestHeaders, name) {
+        if let Ok(Some(v)) = request::header(name) {
             h.push(name, v);
         }
     }
@@ -496,17 +498,17 @@ fn send(r: &Reply) -> Result<(), abi::HostError> {
 
 fn apply(vm: &Vm, id: u32, f: Forward) {
     for h in &f.remove {
-        let _ = abi::remove_header(MapType::HttpRequestHeaders, h);
+        let _ = request::remove_header(h);
     }
     for (k, v) in &f.set {
-        let _ = abi::set_header(MapType::HttpRequestHeaders, k, v);
+        let _ = request::set_header(k, v);
     }
     match &f.cookie {
         Some(Some(c)) => {
-            let _ = abi::set_header(MapType::HttpRequestHeaders, "cookie", c);
+            let _ = request::set_header("cookie", c);
         }
         Some(None) => {
-            let _ = abi::remove_header(MapType::HttpRequestHeaders, "cookie");
+            let _ = request::remove_header("cookie");
         }
         None => {}
     }
@@ -879,7 +881,7 @@ fn complete_refresh(
             }
             rt.count(Outcome::Authenticated);
             apply(vm, id, f);
-            let _ = abi::resume_request();
+            compose::continue_request(id);
         }
         Err(f) => {
             SharedSlots.release(&old.id);
@@ -892,7 +894,7 @@ fn complete_refresh(
                 (false, Some(fwd)) => {
                     rt.count(Outcome::Authenticated);
                     apply(vm, id, fwd);
-                    let _ = abi::resume_request();
+                    compose::continue_request(id);
                 }
                 _ => {
                     let clear = expire_all(

@@ -11,6 +11,8 @@
 //!   tick), so the common path stays one read-modify-write per request.
 //! - Server side: retries over budget get the shed reply.
 //! - The root context's tick writes pending settlements and refreshes the budget gauges.
+//! - [`RetryRoot`] is also driven by the bundle (`Composable`): request headers and the tick go
+//!   through meshwright-host, which does the direct host call when alone.
 
 use crate::budget::{self, Adjustments, Budget, Loaded, Window};
 use crate::client::{self, Grant};
@@ -18,9 +20,10 @@ use crate::config::{RetryBudgetConfig, Side};
 use crate::destination::{self, DestinationSource};
 use crate::server::{self, Attempt, Verdict};
 use crate::stats::{DestinationMetricNames, SideMetricNames, shared_key};
+use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::{Counter, Gauge};
 use meshwright_host::shared_data::{self, UpdateError};
-use meshwright_host::{abi, clock, logging};
+use meshwright_host::{abi, clock, logging, request, tick};
 use meshwright_shared::config::ConfigError;
 use meshwright_shared::headers::is_grpc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -130,11 +133,7 @@ impl Runtime {
 
     /// The request's destination value, as configured.
     fn read_destination(&self) -> Option<String> {
-        let header = |name: &str| {
-            abi::header(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
-        };
+        let header = |name: &str| request::header(name).ok().flatten();
         match &self.config.destination {
             DestinationSource::Cluster => abi::property(&["xds", "cluster_name"])
                 .ok()
@@ -251,49 +250,45 @@ impl Runtime {
     }
 }
 
+/// The filter's root context: alone in its module, or driven by a parent (the bundle) through
+/// [`Composable`].
 #[derive(Default)]
-struct RetryRoot {
+pub struct RetryRoot {
     runtime: Option<Rc<Runtime>>,
 }
 
 impl Context for RetryRoot {}
 
+impl Composable for RetryRoot {
+    fn configure(&mut self, config: &[u8]) -> Result<(), ConfigError> {
+        let config = RetryBudgetConfig::from_json(config)?;
+        log::info!(
+            "configured: side={}, retry_ratio={}, min_retries_per_second floor {} per {} ms, \
+             destination {:?}, {}{}",
+            config.side.as_str(),
+            config.budget.ratio(),
+            config.budget.reserve(),
+            config.budget.ttl_ms(),
+            config.destination,
+            if config.side == Side::Client {
+                format!("max_retries={}", config.max_retries)
+            } else {
+                format!("shed with HTTP {}", config.shed.http_status)
+            },
+            if config.dry_run { ", DRY RUN" } else { "" },
+        );
+        if tick::set_period_ms(config.report_interval_ms).is_err() {
+            log::warn!("no tick: settlements are written with the next request only");
+        }
+        self.runtime = Some(Rc::new(Runtime::build(config)));
+        Ok(())
+    }
+}
+
 impl RootContext for RetryRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         logging::refresh_level();
-        let built = abi::plugin_configuration()
-            .map_err(|e| {
-                ConfigError::invalid(".", format!("cannot read the plugin configuration: {e}"))
-            })
-            .and_then(|bytes| RetryBudgetConfig::from_json(&bytes));
-        match built {
-            Ok(config) => {
-                log::info!(
-                    "configured: side={}, retry_ratio={}, min_retries_per_second floor {} per {} ms, \
-                     destination {:?}, {}{}",
-                    config.side.as_str(),
-                    config.budget.ratio(),
-                    config.budget.reserve(),
-                    config.budget.ttl_ms(),
-                    config.destination,
-                    if config.side == Side::Client {
-                        format!("max_retries={}", config.max_retries)
-                    } else {
-                        format!("shed with HTTP {}", config.shed.http_status)
-                    },
-                    if config.dry_run { ", DRY RUN" } else { "" },
-                );
-                if abi::set_tick_period_ms(config.report_interval_ms).is_err() {
-                    log::warn!("no tick: settlements are written with the next request only");
-                }
-                self.runtime = Some(Rc::new(Runtime::build(config)));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        compose::configure_from_host(self)
     }
 
     fn on_tick(&mut self) {
@@ -336,9 +331,7 @@ impl HttpContext for ClientHttp {
             return Action::Continue;
         };
         dest.stats.requests.inc();
-        let asked = abi::header(MapType::HttpRequestHeaders, client::MAX_RETRIES_HEADER)
-            .ok()
-            .flatten();
+        let asked = request::header(client::MAX_RETRIES_HEADER).ok().flatten();
         let wanted = client::wanted(rt.config.max_retries, asked.as_deref());
         let now_ms = clock::now_ms();
         // No budget state (shared data failed): no retries — the safe side for a callee that
@@ -353,12 +346,7 @@ impl HttpContext for ClientHttp {
             None => 0,
         };
         if !rt.config.dry_run
-            && abi::set_header(
-                MapType::HttpRequestHeaders,
-                client::MAX_RETRIES_HEADER,
-                &granted.to_string(),
-            )
-            .is_err()
+            && request::set_header(client::MAX_RETRIES_HEADER, &granted.to_string()).is_err()
         {
             log::debug!("could not set {}", client::MAX_RETRIES_HEADER);
         }
@@ -421,7 +409,7 @@ impl HttpContext for ServerHttp {
             return Action::Continue;
         };
         let attempt = server::attempt(
-            abi::header(MapType::HttpRequestHeaders, server::ATTEMPT_COUNT_HEADER)
+            request::header(server::ATTEMPT_COUNT_HEADER)
                 .ok()
                 .flatten()
                 .as_deref(),
@@ -444,12 +432,7 @@ impl HttpContext for ServerHttp {
         if rt.config.dry_run {
             return Action::Continue;
         }
-        let grpc = is_grpc(
-            abi::header(MapType::HttpRequestHeaders, "content-type")
-                .ok()
-                .flatten()
-                .as_deref(),
-        );
+        let grpc = is_grpc(request::header("content-type").ok().flatten().as_deref());
         let reply = server::shed_reply(&rt.config.shed, grpc);
         let headers: Vec<(&str, &str)> = reply
             .headers

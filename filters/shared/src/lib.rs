@@ -5,6 +5,8 @@
 //! ([`config`]), request matchers ([`matcher`]), sticky per-user hashing ([`hash`]), percentages
 //! with per-million precision ([`percent`]), injected randomness ([`rng`]), timestamps
 //! ([`time`]), and the places a user's identity is read from ([`key`], [`cookie`], [`jwt`]).
+//! For modules that run several filters: one timer shared by several owners ([`ticks`]) and a
+//! copy of a header map read once ([`wire::HeaderMapCopy`]).
 //!
 //! Nothing here may panic on input from the network: the crate denies `unwrap`, `expect`,
 //! `panic!` and slice indexing outside tests.
@@ -20,6 +22,7 @@ pub mod matcher;
 pub mod percent;
 pub mod rng;
 pub mod stats;
+pub mod ticks;
 pub mod time;
 pub mod wire;
 
