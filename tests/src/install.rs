@@ -197,10 +197,16 @@ pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
     if bin.join("wasm-bindgen-test-runner").exists() {
         return Ok(bin);
     }
-    eprintln!("installing wasm-bindgen-cli {version} (wasm32 test runner; ~4 min of compiling)");
+    eprintln!("installing wasm-bindgen-cli {version} (wasm32 test runner; ~2 min of compiling)");
     // No default features: the runner only needs Node, not TLS downloads. Not --locked: the
     // published lock file names a webpki-roots release this machine's crates.io mirror lacks.
+    // A cheap release profile: the runner only post-processes a few test modules, so a fully
+    // optimised build (LTO, opt-level 3) would cost CI minutes of compiling for nothing.
     run(Command::new("cargo")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .args([
             "install",
             "--quiet",
