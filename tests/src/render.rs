@@ -27,6 +27,39 @@ pub fn workload_labels(app: &str, version: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The proxies of the ecommerce mesh (k8s/), as (what, pod labels, traffic mode, port): the
+/// ingress gateway, and every app version's inbound and outbound side.
+pub fn mesh_proxies() -> Vec<(String, BTreeMap<String, String>, WorkloadMode, u32)> {
+    let mut w = vec![(
+        "ingress gateway".to_owned(),
+        gateway_labels(),
+        WorkloadMode::Client,
+        8080,
+    )];
+    for (app, port) in [
+        ("store", 8080),
+        ("product", 8081),
+        ("invoice", 8082),
+        ("notification", 8083),
+    ] {
+        for version in ["v1", "v2"] {
+            w.push((
+                format!("{app} {version} inbound"),
+                workload_labels(app, version),
+                WorkloadMode::Server,
+                port,
+            ));
+            w.push((
+                format!("{app} {version} outbound"),
+                workload_labels(app, version),
+                WorkloadMode::Client,
+                80,
+            ));
+        }
+    }
+    w
+}
+
 #[derive(Debug, Clone)]
 pub enum Action {
     Cluster(String),

@@ -7,45 +7,13 @@ use meshwright_retry::config::Side;
 use meshwright_retry::stats::DestinationMetricNames;
 use meshwright_testbed::Bed;
 use meshwright_testbed::agent::{Agent, login_via_idp};
-use meshwright_testbed::envoy::validate;
 use meshwright_testbed::forms::section_of;
 use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
 use meshwright_testbed::paths;
-use meshwright_testbed::render::{
-    Bootstrap, Cluster, Listener, Route, gateway_labels, workload_labels,
-};
+use meshwright_testbed::render::{Cluster, gateway_labels, mesh_proxies, workload_labels};
 use meshwright_testbed::wasmplugin::{Overlay, WasmPlugin, WorkloadMode, chain, load_dir, shipped};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// The proxies of the ecommerce mesh, as (what, labels, traffic mode, port).
-fn workloads() -> Vec<(String, BTreeMap<String, String>, WorkloadMode, u32)> {
-    let mut w = vec![(
-        "ingress gateway".to_owned(),
-        gateway_labels(),
-        WorkloadMode::Client,
-        8080,
-    )];
-    for (app, port) in [
-        ("store", 8080),
-        ("product", 8081),
-        ("invoice", 8082),
-        ("notification", 8083),
-    ] {
-        for version in ["v1", "v2"] {
-            for (mode, port) in [(WorkloadMode::Server, port), (WorkloadMode::Client, 80)] {
-                w.push((
-                    format!("{app} {version} {mode:?}"),
-                    workload_labels(app, version),
-                    mode,
-                    port,
-                ));
-            }
-        }
-    }
-    w
-}
 
 /// What runs on a proxy, filter by filter, in order: (section, its config, failure policy).
 fn filters_run(plugins: &[&WasmPlugin]) -> Vec<(String, Value)> {
@@ -82,7 +50,7 @@ fn the_bundled_set_runs_on_every_proxy_what_the_separate_set_runs() -> Result<()
         assert_eq!(p.spec.url, meshwright_testbed::forms::BUNDLE_URL);
         assert_eq!(p.spec.plugin_name.as_deref(), Some("bundle"));
     }
-    for (what, labels, mode, port) in workloads() {
+    for (what, labels, mode, port) in mesh_proxies() {
         let s = filters_run(&chain(&separate, &labels, mode, port));
         let b = filters_run(&chain(&bundled, &labels, mode, port));
         assert_eq!(
@@ -91,33 +59,6 @@ fn the_bundled_set_runs_on_every_proxy_what_the_separate_set_runs() -> Result<()
              configuration, as the separate set"
         );
     }
-    Ok(())
-}
-
-#[test]
-fn every_bundled_plugin_renders_a_config_envoy_validates() -> Result<()> {
-    let plugins = load_dir(&paths::bundle_wasmplugins())?;
-    let overlay = Overlay::local()?;
-    let upstream = "127.0.0.1:9".parse()?;
-    let mut covered = std::collections::BTreeSet::new();
-    for (what, labels, mode, port) in workloads() {
-        let attached = chain(&plugins, &labels, mode, port);
-        covered.extend(attached.iter().map(|p| p.metadata.name.clone()));
-        let listener = Listener::new("main")
-            .wasm_plugins(&plugins, &overlay, &labels, mode, port)?
-            .route(Route::to_cluster("/", "backend"));
-        let config = Bootstrap::new()
-            .listener(listener)
-            .cluster(Cluster::new("backend", &[upstream]))
-            .to_json();
-        validate(&config, &overlay.host_env).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    }
-    let names: std::collections::BTreeSet<_> =
-        plugins.iter().map(|p| p.metadata.name.clone()).collect();
-    assert_eq!(
-        covered, names,
-        "every bundled plugin attaches to some workload"
-    );
     Ok(())
 }
 

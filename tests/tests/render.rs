@@ -5,7 +5,7 @@ use anyhow::Result;
 use meshwright_testbed::envoy::validate;
 use meshwright_testbed::paths;
 use meshwright_testbed::render::{
-    Bootstrap, Cluster, Listener, Route, gateway_labels, workload_labels,
+    Bootstrap, Cluster, Listener, Route, gateway_labels, mesh_proxies, workload_labels,
 };
 use meshwright_testbed::wasmplugin::{Overlay, WasmPlugin, WorkloadMode, chain, load_dir};
 use serde_json::json;
@@ -194,46 +194,22 @@ fn unknown_wasmplugin_fields_are_refused() {
     assert!(WasmPlugin::from_yaml(&typo).is_err());
 }
 
-/// The proxies of the ecommerce mesh, as (what, labels, traffic mode, port).
-fn workloads() -> Vec<(String, BTreeMap<String, String>, WorkloadMode, u32)> {
-    let mut w = vec![(
-        "ingress gateway".to_owned(),
-        gateway_labels(),
-        WorkloadMode::Client,
-        8080,
-    )];
-    for (app, port) in [
-        ("store", 8080),
-        ("product", 8081),
-        ("invoice", 8082),
-        ("notification", 8083),
-    ] {
-        for version in ["v1", "v2"] {
-            w.push((
-                format!("{app} {version} inbound"),
-                workload_labels(app, version),
-                WorkloadMode::Server,
-                port,
-            ));
-            w.push((
-                format!("{app} {version} outbound"),
-                workload_labels(app, version),
-                WorkloadMode::Client,
-                80,
-            ));
-        }
-    }
-    w
-}
-
 #[test]
 fn every_shipped_plugin_renders_a_config_envoy_validates() -> Result<()> {
-    let plugins = load_dir(&paths::wasmplugins())?;
-    assert!(!plugins.is_empty());
+    // The separate plugins and the bundled sets: each a complete alternative for the mesh.
+    for dir in [paths::wasmplugins(), paths::bundle_wasmplugins()] {
+        every_plugin_in_renders_a_config_envoy_validates(&dir)?;
+    }
+    Ok(())
+}
+
+fn every_plugin_in_renders_a_config_envoy_validates(dir: &std::path::Path) -> Result<()> {
+    let plugins = load_dir(dir)?;
+    assert!(!plugins.is_empty(), "{}", dir.display());
     let overlay = Overlay::local()?;
     let upstream = "127.0.0.1:9".parse()?;
     let mut covered = std::collections::BTreeSet::new();
-    for (what, labels, mode, port) in workloads() {
+    for (what, labels, mode, port) in mesh_proxies() {
         let attached = chain(&plugins, &labels, mode, port);
         covered.extend(attached.iter().map(|p| p.metadata.name.clone()));
         let listener = Listener::new("main")
@@ -248,8 +224,10 @@ fn every_shipped_plugin_renders_a_config_envoy_validates() -> Result<()> {
     let names: std::collections::BTreeSet<_> =
         plugins.iter().map(|p| p.metadata.name.clone()).collect();
     assert_eq!(
-        covered, names,
-        "every shipped plugin attaches to some workload"
+        covered,
+        names,
+        "every plugin in {} attaches to some workload",
+        dir.display()
     );
     Ok(())
 }
