@@ -56,6 +56,16 @@ struct Runtime {
 }
 
 impl Runtime {
+    /// The decision context, over a snapshot of what is known of the IdP.
+    fn gate<'a>(&'a self, idp: &'a IdpSnapshot) -> Gate<'a> {
+        Gate {
+            cfg: &self.cfg,
+            names: &self.names,
+            discovery: idp.0.as_deref(),
+            jwks: idp.1.as_deref(),
+        }
+    }
+
     fn inc(&self, name: &str) {
         if let Some(c) = self.counters.get(name) {
             c.inc();
@@ -100,6 +110,15 @@ struct IdpState {
     next_jwks_ms: u64,
     failures: u32,
     last_jwks_fetch_ms: u64,
+}
+
+/// The IdP's discovery document and keys as known now (shared, cheap to copy).
+type IdpSnapshot = (Option<Rc<Discovery>>, Option<Rc<Jwks>>);
+
+impl IdpState {
+    fn snapshot(&self) -> IdpSnapshot {
+        (self.discovery.clone(), self.jwks.clone())
+    }
 }
 
 /// What a paused request is waiting for.
@@ -538,16 +557,8 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
     };
     let headers = read_headers(&rt);
     let now = clock::now_ms();
-    let (discovery, jwks) = {
-        let idp = vm.idp.borrow();
-        (idp.discovery.clone(), idp.jwks.clone())
-    };
-    let gate = Gate {
-        cfg: &rt.cfg,
-        names: &rt.names,
-        discovery: discovery.as_deref(),
-        jwks: jwks.as_deref(),
-    };
+    let idp = vm.idp.borrow().snapshot();
+    let gate = rt.gate(&idp);
     let decision = {
         let mut cache = vm.cache.borrow_mut();
         let Some(cache) = cache.as_mut() else {
@@ -772,16 +783,8 @@ fn complete_login(
     now: u64,
     may_refetch: bool,
 ) {
-    let (discovery, jwks) = {
-        let idp = vm.idp.borrow();
-        (idp.discovery.clone(), idp.jwks.clone())
-    };
-    let gate = Gate {
-        cfg: &rt.cfg,
-        names: &rt.names,
-        discovery: discovery.as_deref(),
-        jwks: jwks.as_deref(),
-    };
+    let idp = vm.idp.borrow().snapshot();
+    let gate = rt.gate(&idp);
     let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
         .unwrap_or("")
         .to_owned();
@@ -805,7 +808,7 @@ fn complete_login(
                     .last_jwks_fetch_ms
                     .saturating_add(rt.cfg.jwks_min_refetch_s * 1000)
             };
-            let call = discovery.as_ref().map(|d| get(&rt.cfg, &d.jwks_uri));
+            let call = idp.0.as_ref().map(|d| get(&rt.cfg, &d.jwks_uri));
             match (allowed, call) {
                 (true, Some(Ok(token))) => {
                     vm.idp.borrow_mut().last_jwks_fetch_ms = now;
@@ -839,16 +842,8 @@ fn complete_refresh(
     body: &[u8],
     now: u64,
 ) {
-    let (discovery, jwks) = {
-        let idp = vm.idp.borrow();
-        (idp.discovery.clone(), idp.jwks.clone())
-    };
-    let gate = Gate {
-        cfg: &rt.cfg,
-        names: &rt.names,
-        discovery: discovery.as_deref(),
-        jwks: jwks.as_deref(),
-    };
+    let idp = vm.idp.borrow().snapshot();
+    let gate = rt.gate(&idp);
     let now_s = now / 1000;
     let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
         .unwrap_or("")
