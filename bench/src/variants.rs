@@ -11,6 +11,7 @@ use crate::native;
 use anyhow::{Context, Result, bail};
 use meshwright_testbed::paths;
 use meshwright_testbed::render::{gateway_labels, workload_labels};
+use meshwright_testbed::wasmplugin;
 use meshwright_testbed::wasmplugin::{
     Overlay, WasmPlugin, WorkloadMode, chain as istio_chain, load_file, merge_patch,
 };
@@ -395,15 +396,7 @@ fn bundle_plugins() -> Result<Vec<(PathBuf, WasmPlugin)>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
-        })
-        .collect();
-    files.sort();
+    let files = wasmplugin::plugin_files(&dir)?;
     let mut out = Vec::new();
     for f in files {
         for p in load_file(&f)? {
@@ -415,15 +408,7 @@ fn bundle_plugins() -> Result<Vec<(PathBuf, WasmPlugin)>> {
 
 /// The shipped WasmPlugins of wasmplugins/*.yaml (the bundle's are in a subdirectory), with the benchmark's OAuth2 settings.
 fn separate_plugins(fx: &Fixtures) -> Result<Vec<WasmPlugin>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(paths::wasmplugins())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
-        })
-        .collect();
-    files.sort();
+    let files = wasmplugin::plugin_files(&paths::wasmplugins())?;
     let mut out = Vec::new();
     for f in files {
         for p in load_file(&f)? {

@@ -385,6 +385,15 @@ impl WasmPlugin {
 /// Loads every WasmPlugin in `dir` (`*.yaml`, several documents per file allowed; files named
 /// `kustomization.yaml` and subdirectories are skipped).
 pub fn load_dir(dir: &Path) -> Result<Vec<WasmPlugin>> {
+    let mut plugins = Vec::new();
+    for f in plugin_files(dir)? {
+        plugins.extend(load_file(&f)?);
+    }
+    Ok(plugins)
+}
+
+/// The WasmPlugin files of a directory: its `*.yaml` but `kustomization.yaml`, sorted.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| dir.display().to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -394,11 +403,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<WasmPlugin>> {
         })
         .collect();
     files.sort();
-    let mut plugins = Vec::new();
-    for f in files {
-        plugins.extend(load_file(&f)?);
-    }
-    Ok(plugins)
+    Ok(files)
 }
 
 /// Loads the WasmPlugins of one YAML file (several documents allowed).
