@@ -85,7 +85,7 @@ impl Form {
 /// }
 /// ```
 ///
-/// Run one form with a filter: `cargo test --test fault bundle::`.
+/// Run one form with a filter: `cargo test -p meshwright-testbed --test integration fault::bundle::`.
 #[macro_export]
 macro_rules! in_both_forms {
     // All read: the two forms' modules.

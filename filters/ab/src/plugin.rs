@@ -6,7 +6,7 @@
 //! - Request headers are read with one host call (`proxy_get_header_map_pairs`), keeping the
 //!   ones the config needs; repeated headers are joined (`cookie` with `; `, others with `,`).
 //! - The output headers are set in `on_http_request_headers`, before the router picks a route,
-//!   so the route matches on them (proven in a real Envoy by tests/tests/ab.rs).
+//!   so the route matches on them (proven in a real Envoy by tests/tests/integration/ab.rs).
 //! - Cookies and the debug header go on the response in `on_http_response_headers`.
 //! - [`AbRoot`] is also driven by the bundle (`Composable`), which then serves the request
 //!   headers from one read shared by its filters (meshwright-host's `request`).

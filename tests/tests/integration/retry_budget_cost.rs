@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask build
-//! cargo test -p meshwright-testbed --test retry_budget_cost -- --ignored --nocapture
+//! cargo test -p meshwright-testbed --test integration retry_budget_cost:: -- --ignored --nocapture
 //! ```
 //!
 //! Method (as in shared platform facts): Envoy with 1 worker pinned to CPU 0, HTTP/1.1 load from

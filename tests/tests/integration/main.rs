@@ -1,0 +1,15 @@
+//! The integration tests: every filter in a real Envoy, alone and in the bundle, and the
+//! shipped configuration rendered and validated.
+//!
+//! One test binary with a module per subject (`cargo test -p meshwright-testbed --test
+//! integration fault::`): linked once instead of once per file, and its tests share one pool of
+//! test threads, so a slow file no longer holds the run while the others wait.
+
+mod ab;
+mod ab_mesh;
+mod bundle;
+mod fault;
+mod oauth2;
+mod render;
+mod retry_budget;
+mod retry_budget_cost;
