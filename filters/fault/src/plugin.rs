@@ -243,12 +243,16 @@ impl HttpContext for FaultHttp {
         if !config.enabled || (config.rules.is_empty() && config.header_control.is_none()) {
             return Action::Continue;
         }
-        let mut headers = HeaderList::with_capacity(config.headers_read.len());
-        for name in &config.headers_read {
-            if let Ok(Some(value)) = request::header(name) {
-                headers.push(name, value);
+        // One host call for all of them (alone, or the parent module's copy).
+        let headers = request::joined_pass(|| {
+            let mut headers = HeaderList::with_capacity(config.headers_read.len());
+            for name in &config.headers_read {
+                if let Ok(Some(value)) = request::header(name) {
+                    headers.push(name, value);
+                }
             }
-        }
+            headers
+        });
         let now_ms = clock::now_ms();
         let decision = match self.rng.as_ref().map(|r| r.try_borrow_mut()) {
             Some(Ok(mut rng)) => decide(

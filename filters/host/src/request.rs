@@ -43,6 +43,14 @@ pub fn pass<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Runs `f` in the open pass, or in a pass of its own when none is open: a filter's request
+/// phase reads its headers with one host call whether it runs alone or inside a parent module.
+/// (Alone, a filter that reads several headers would otherwise make a host call per header,
+/// plus one into the VM to allocate each value found.)
+pub fn joined_pass<R>(f: impl FnOnce() -> R) -> R {
+    if in_pass() { f() } else { pass(f) }
+}
+
 fn in_pass() -> bool {
     PASSES.with(|p| p.try_borrow().is_ok_and(|p| !p.is_empty()))
 }

@@ -555,7 +555,8 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
     let Some(rt) = vm.runtime.borrow().clone() else {
         return Action::Continue;
     };
-    let headers = read_headers(&rt);
+    // One host call for all of them (alone, or the parent module's copy).
+    let headers = request::joined_pass(|| read_headers(&rt));
     let now = clock::now_ms();
     let idp = vm.idp.borrow().snapshot();
     let gate = rt.gate(&idp);
