@@ -224,13 +224,29 @@ impl FaultHttp {
     }
 }
 
-impl Context for FaultHttp {
-    fn on_done(&mut self) -> bool {
+impl FaultHttp {
+    /// Forgets a parked stream and gives its fault slot back. Idempotent.
+    fn finish(&mut self) {
         if let Some(parked) = &self.parked {
             parked.remove(self.context_id);
         }
         self.release();
+    }
+}
+
+impl Context for FaultHttp {
+    /// Called by a parent module (the bundle); alone, the module does not export
+    /// `proxy_on_done` (one VM entry less per request) and `Drop` does the same.
+    fn on_done(&mut self) -> bool {
+        self.finish();
         true
+    }
+}
+
+/// The SDK drops a stream's context in `proxy_on_delete`, after the stream is done.
+impl Drop for FaultHttp {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

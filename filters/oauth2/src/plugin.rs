@@ -674,13 +674,35 @@ impl Context for OAuth2Http {
         call_response(&self.vm, token, body_size);
     }
 
+    /// Called by a parent module (the bundle); alone, the module does not export
+    /// `proxy_on_done` (one VM entry less per request) and `Drop` does the same.
     fn on_done(&mut self) -> bool {
-        self.vm.pending.borrow_mut().remove(&self.id);
-        self.vm.response_cookies.borrow_mut().remove(&self.id);
-        if let Some(p) = self.vm.parked.borrow().as_ref() {
+        self.finish();
+        true
+    }
+}
+
+impl OAuth2Http {
+    /// Forgets what the VM keeps for this stream. Idempotent.
+    fn finish(&self) {
+        if let Ok(mut pending) = self.vm.pending.try_borrow_mut() {
+            pending.remove(&self.id);
+        }
+        if let Ok(mut cookies) = self.vm.response_cookies.try_borrow_mut() {
+            cookies.remove(&self.id);
+        }
+        if let Ok(parked) = self.vm.parked.try_borrow()
+            && let Some(p) = parked.as_ref()
+        {
             p.remove(self.id);
         }
-        true
+    }
+}
+
+/// The SDK drops a stream's context in `proxy_on_delete`, after the stream is done.
+impl Drop for OAuth2Http {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
