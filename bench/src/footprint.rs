@@ -78,7 +78,7 @@ async fn once(
     fx: &Fixtures,
     placement: &Placement,
 ) -> Result<(f64, f64, Vec<String>)> {
-    let r = runner::start(v, fx, placement, WORKERS, placement.all_cpus.clone()).await?;
+    let r = runner::start(v, fx, placement, WORKERS, placement.all_cpus.clone(), None).await?;
     let ms = r.start_to_ready.as_secs_f64() * 1000.0;
     // Traffic over several connections, so both workers' VMs have served requests.
     let mut tasks = Vec::new();

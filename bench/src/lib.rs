@@ -8,12 +8,14 @@
 //! - [`checks`]: how every request is checked;
 //! - [`runner`]: one variant in a real Envoy (the test bed's), measured with h2load;
 //! - [`footprint`]: start-to-ready time and memory;
+//! - [`instructions`]: instructions per request under callgrind (`--instructions`);
 //! - [`report`], [`targets`]: JSON, Markdown, SVG, README section; the targets.
 
 pub mod checks;
 pub mod fixtures;
 pub mod footprint;
 pub mod h2load;
+pub mod instructions;
 pub mod machine;
 pub mod native;
 pub mod report;
@@ -61,6 +63,8 @@ pub struct Options {
     pub update_readme: bool,
     /// Pin Envoy to CPU 0 and everything else to CPU 1 (when there are 2 CPUs or more).
     pub pin: bool,
+    /// Requests counted per variant by `--instructions`.
+    pub instruction_requests: u64,
 }
 
 impl Options {
@@ -80,6 +84,7 @@ impl Options {
             out_dir: paths::root().join("bench").join("results"),
             update_readme: true,
             pin: true,
+            instruction_requests: instructions::REQUESTS,
         }
     }
 
@@ -113,6 +118,7 @@ impl Options {
             out_dir,
             update_readme: false,
             pin: true,
+            instruction_requests: 50,
         }
     }
 
@@ -174,6 +180,22 @@ fn fail(slot: &mut Slot, e: &anyhow::Error) {
     slot.running = None;
 }
 
+/// The variants whose id contains one of `only` (all when empty), after the bare Envoys of
+/// their profiles.
+fn selected(planned: Vec<Variant>, only: &[String]) -> Vec<Variant> {
+    let planned: Vec<Variant> = planned
+        .into_iter()
+        .filter(|v| only.is_empty() || only.iter().any(|o| v.id.contains(o.as_str())))
+        .collect();
+    let mut all: Vec<Variant> = Profile::ALL
+        .iter()
+        .filter(|p| planned.iter().any(|v| v.profile == **p))
+        .map(|p| Variant::bare(*p))
+        .collect();
+    all.extend(planned);
+    all
+}
+
 /// Starts `v` with 1 worker on every CPU, proves it, pins it to the measured CPU, warms it up.
 async fn bring_up(
     v: &Variant,
@@ -182,7 +204,7 @@ async fn bring_up(
     opts: &Options,
 ) -> Result<Running> {
     eprintln!("bench: starting {}", v.id);
-    let r = runner::start(v, fx, placement, 1, placement.all_cpus.clone()).await?;
+    let r = runner::start(v, fx, placement, 1, placement.all_cpus.clone(), None).await?;
     r.prove().await?;
     if let Some(cpu) = &placement.envoy_cpu {
         machine::pin(r.envoy.pid(), cpu)?;
@@ -239,16 +261,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let fx = Fixtures::new(&idp.issuer, &shipped("oauth2")?, &shipped("ab")?)?;
 
     let (planned, mut skipped) = variants::plan(&fx)?;
-    let planned: Vec<Variant> = planned
-        .into_iter()
-        .filter(|v| opts.only.is_empty() || opts.only.iter().any(|o| v.id.contains(o.as_str())))
-        .collect();
-    let mut all: Vec<Variant> = Profile::ALL
-        .iter()
-        .filter(|p| planned.iter().any(|v| v.profile == **p))
-        .map(|p| Variant::bare(*p))
-        .collect();
-    all.extend(planned);
+    let all = selected(planned, &opts.only);
 
     // Start every variant, prove it works, warm it up: two at a time, on every CPU (start-up
     // is mostly compiling modules), then each Envoy is pinned where it is measured.

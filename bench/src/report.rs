@@ -597,15 +597,20 @@ fn fmt_tick(v: f64) -> String {
 
 /// Replaces the text between `<!-- bench:begin -->` and `<!-- bench:end -->` in `readme`.
 pub fn replace_section(readme: &str, section: &str) -> Result<String> {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
-    let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
-        bail!("README.md has no {BEGIN} … {END} section");
+    replace_marked(readme, "bench", section)
+}
+
+/// Replaces what lies between `<!-- {name}:begin -->` and `<!-- {name}:end -->`.
+pub fn replace_marked(readme: &str, name: &str, section: &str) -> Result<String> {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let (Some(b), Some(e)) = (readme.find(&begin), readme.find(&end)) else {
+        bail!("README.md has no {begin} … {end} section");
     };
     if e < b {
-        bail!("README.md: {END} before {BEGIN}");
+        bail!("README.md: {end} before {begin}");
     }
-    let head = readme.get(..b + BEGIN.len()).context("README head")?;
+    let head = readme.get(..b + begin.len()).context("README head")?;
     let tail = readme.get(e..).context("README tail")?;
     Ok(format!("{head}\n{}\n{tail}", section.trim_end()))
 }

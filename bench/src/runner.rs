@@ -85,13 +85,15 @@ pub fn bootstrap(
     config
 }
 
-/// Starts `v` with `workers` Envoy worker threads on `cpus`.
+/// Starts `v` with `workers` Envoy worker threads on `cpus` (under callgrind, counting into
+/// that file, when `callgrind` is set).
 pub async fn start(
     v: &Variant,
     fx: &Fixtures,
     placement: &Placement,
     workers: u32,
     cpus: Option<String>,
+    callgrind: Option<std::path::PathBuf>,
 ) -> Result<Running> {
     let checker = Checker::default();
     let upstream = Upstream::start("backend", checker.behaviour(v.header_checks.clone())).await?;
@@ -101,6 +103,7 @@ pub async fn start(
         concurrency: workers,
         env: fx.host_env.clone(),
         cpu_list: cpus,
+        callgrind,
         ..Options::default()
     };
     let t = Instant::now();
@@ -206,19 +209,29 @@ impl Running {
         }
     }
 
-    /// Runs `load`, then checks every condition of the variant over it.
+    /// Runs `load`, then checks every condition of the variant over it. With `counting`,
+    /// callgrind counts instructions just around the load (not the admin calls of the checks).
     async fn checked_run(
         &self,
         load: Load,
         log: Option<std::path::PathBuf>,
+        counting: bool,
     ) -> Result<(h2load::Outcome, Duration)> {
         let n = load.requests;
         let stats_before = self.envoy.stats().await?;
         let hits_before = self.upstream.hits();
         let failures_before = self.checker.failures();
         let cpu_before = self.envoy.cpu_time()?;
+        let pid = self.envoy.pid();
+        if counting {
+            crate::instructions::instrument(pid, true)?;
+        }
         let outcome =
-            tokio::task::spawn_blocking(move || h2load::run(&load, log.as_deref())).await??;
+            tokio::task::spawn_blocking(move || h2load::run(&load, log.as_deref())).await?;
+        if counting {
+            crate::instructions::instrument(pid, false)?;
+        }
+        let outcome = outcome?;
         let cpu = self.envoy.cpu_time()?.saturating_sub(cpu_before);
         let stats_after = self.envoy.stats().await?;
         let id = &self.variant.id;
@@ -250,7 +263,15 @@ impl Running {
         connections: u32,
         cpu: Option<String>,
     ) -> Result<()> {
-        self.checked_run(self.load(requests, connections, None, cpu), None)
+        self.checked_run(self.load(requests, connections, None, cpu), None, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// A checked closed-loop run of `requests` with callgrind counting (Envoy started with
+    /// `callgrind`).
+    pub async fn counted(&self, requests: u64, connections: u32) -> Result<()> {
+        self.checked_run(self.load(requests, connections, None, None), None, true)
             .await
             .map(|_| ())
     }
@@ -263,7 +284,7 @@ impl Running {
         cpu: Option<String>,
     ) -> Result<CpuSample> {
         let (o, used) = self
-            .checked_run(self.load(requests, connections, None, cpu), None)
+            .checked_run(self.load(requests, connections, None, cpu), None, false)
             .await?;
         Ok(CpuSample {
             cpu_us_per_request: used.as_secs_f64() * 1e6 / requests as f64,
@@ -290,6 +311,7 @@ impl Running {
         self.checked_run(
             self.load(requests, connections, Some(per_connection), cpu),
             Some(log.clone()),
+            false,
         )
         .await?;
         let (mut latencies, not_2xx) = h2load::read_log(&log)?;

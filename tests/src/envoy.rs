@@ -26,6 +26,10 @@ pub struct Options {
     pub component_log_level: Option<String>,
     /// Pin to these CPUs with `taskset` (benchmarks).
     pub cpu_list: Option<String>,
+    /// Run under valgrind's callgrind with instrumentation off, writing its counts to this file
+    /// (the benchmark turns counting on around its requests with `callgrind_control`). Start-up
+    /// takes tens of seconds then.
+    pub callgrind: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
             env: BTreeMap::new(),
             component_log_level: None,
             cpu_list: None,
+            callgrind: None,
         }
     }
 }
@@ -94,13 +99,20 @@ impl Envoy {
         std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
-        let mut cmd = match &opts.cpu_list {
-            Some(cpus) => {
+        let mut cmd = match (&opts.callgrind, &opts.cpu_list) {
+            (Some(out), _) => {
+                let mut c = Command::new("valgrind");
+                c.args(["--tool=callgrind", "--instr-atstart=no", "--smc-check=all"])
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(install::envoy_binary());
+                c
+            }
+            (None, Some(cpus)) => {
                 let mut c = Command::new("taskset");
                 c.args(["-c", cpus]).arg(&bin);
                 c
             }
-            None => Command::new(&bin),
+            (None, None) => Command::new(&bin),
         };
         cmd.arg("-c")
             .arg(&config_path)
@@ -123,7 +135,8 @@ impl Envoy {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
 
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let limit = if opts.callgrind.is_some() { 600 } else { 60 };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         let admin = loop {
             if let Some(status) = child.try_wait()? {
                 bail!(
@@ -166,7 +179,7 @@ impl Envoy {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("envoy not ready within 60 s:\n{}", envoy.log_tail(60));
+                bail!("envoy not ready within {limit} s:\n{}", envoy.log_tail(60));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

