@@ -85,3 +85,23 @@ async fn every_variant_runs_checked_in_a_real_envoy() -> anyhow::Result<()> {
     assert!(svg.starts_with("<svg") && svg.contains("<title>"));
     Ok(())
 }
+
+/// `--instructions` at a tiny count: the floor and its bare Envoy start under callgrind, are
+/// counted around checked requests, and the comparison is computed (no count is asserted
+/// beyond being there and positive: the figures are what the full mode reports).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_are_counted_under_callgrind() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut opts = Options::smoke(dir.path().to_path_buf());
+    opts.only = vec!["floor".into()];
+    let report = meshwright_bench::instructions::run(&opts).await?;
+    assert!(report.failed().is_empty(), "{:?}", report.failed());
+    let ids: Vec<&str> = report.variants.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, ["bare-sidecar", "floor"]);
+    let floor = &report.variants[1];
+    assert!(floor.per_request.is_some_and(|n| n > 0.0));
+    assert!(floor.added.is_some_and(|n| n > 0.0), "{floor:?}");
+    let md = std::fs::read_to_string(dir.path().join("instructions.md"))?;
+    assert!(md.contains(&floor.name));
+    Ok(())
+}
