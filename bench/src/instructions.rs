@@ -19,7 +19,6 @@ use crate::runner::{self, Placement};
 use crate::variants::{self, Group, Variant};
 use crate::{Options, machine};
 use anyhow::{Context, Result, bail};
-use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
 use meshwright_testbed::{install, paths};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -215,37 +214,19 @@ pub async fn run(opts: &Options) -> Result<InstructionReport> {
     let started = machine::utc(machine::now_s());
     install::ensure_envoy()?;
     install::ensure_apt(&["nghttp2-client", "openssl", "gzip", "valgrind"])?;
-    let mut idp = Idp::new(free_port()?, IdpOptions::default());
-    idp.start().await.context("starting the OpenID Provider")?;
+    let (idp, idp_addr, fx) = crate::idp_and_fixtures().await?;
     let placement = Placement {
         envoy_cpu: None,
         load_cpu: None,
         all_cpus: None,
-        idp: format!("127.0.0.1:{}", idp.port).parse()?,
+        idp: idp_addr,
     };
-    let shipped = |name: &str| meshwright_testbed::wasmplugin::shipped(name);
-    let fx = Fixtures::new(&idp.issuer, &shipped("oauth2")?, &shipped("ab")?)?;
     let all = crate::selected(variants::plan(&fx)?.0, &opts.only);
     let requests = opts.instruction_requests;
 
     let mut counted: Vec<Counted> = Vec::new();
     for pair in all.chunks(2) {
-        let results = match pair {
-            [a, b] => {
-                let (x, y) = tokio::join!(
-                    count(a, &fx, &placement, requests),
-                    count(b, &fx, &placement, requests)
-                );
-                vec![(a, x), (b, y)]
-            }
-            _ => {
-                let mut out = Vec::new();
-                for v in pair {
-                    out.push((v, count(v, &fx, &placement, requests).await));
-                }
-                out
-            }
-        };
+        let results = crate::two_at_once(pair, |v| count(v, &fx, &placement, requests)).await;
         for (v, result) in results {
             if let Err(e) = &result {
                 eprintln!("bench: {} FAILED: {e:#}", v.id);

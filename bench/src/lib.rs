@@ -180,6 +180,41 @@ fn fail(slot: &mut Slot, e: &anyhow::Error) {
     slot.running = None;
 }
 
+/// The OpenID Provider every variant's Envoy has as a cluster (OAuth2 fetches its metadata and
+/// keys), its address, and the requests made with the shipped OAuth2 and A/B configs.
+async fn idp_and_fixtures() -> Result<(Idp, std::net::SocketAddr, Fixtures)> {
+    let mut idp = Idp::new(free_port()?, IdpOptions::default());
+    idp.start().await.context("starting the OpenID Provider")?;
+    let addr = format!("127.0.0.1:{}", idp.port).parse()?;
+    let shipped = |name: &str| meshwright_testbed::wasmplugin::shipped(name);
+    let fx = Fixtures::new(&idp.issuer, &shipped("oauth2")?, &shipped("ab")?)?;
+    Ok((idp, addr, fx))
+}
+
+/// `f` on the (at most two) variants of `pair` concurrently: Envoy start-up is mostly compiling
+/// modules, so two start on two CPUs in the time of one.
+async fn two_at_once<'a, R, Fut>(
+    pair: &'a [Variant],
+    f: impl Fn(&'a Variant) -> Fut,
+) -> Vec<(&'a Variant, R)>
+where
+    Fut: std::future::Future<Output = R>,
+{
+    match pair {
+        [a, b] => {
+            let (x, y) = tokio::join!(f(a), f(b));
+            vec![(a, x), (b, y)]
+        }
+        _ => {
+            let mut out = Vec::new();
+            for v in pair {
+                out.push((v, f(v).await));
+            }
+            out
+        }
+    }
+}
+
 /// The variants whose id contains one of `only` (all when empty), after the bare Envoys of
 /// their profiles.
 fn selected(planned: Vec<Variant>, only: &[String]) -> Vec<Variant> {
@@ -249,16 +284,13 @@ pub async fn run(opts: &Options) -> Result<Report> {
         "not pinned (fewer than 2 CPUs, or pinning off)".to_owned()
     };
 
-    let mut idp = Idp::new(free_port()?, IdpOptions::default());
-    idp.start().await.context("starting the OpenID Provider")?;
+    let (idp, idp_addr, fx) = idp_and_fixtures().await?;
     let placement = Placement {
         envoy_cpu: pinned.then(|| "0".to_owned()),
         load_cpu: pinned.then(|| "1".to_owned()),
         all_cpus: pinned.then(|| format!("0-{last}")),
-        idp: format!("127.0.0.1:{}", idp.port).parse()?,
+        idp: idp_addr,
     };
-    let shipped = |name: &str| meshwright_testbed::wasmplugin::shipped(name);
-    let fx = Fixtures::new(&idp.issuer, &shipped("oauth2")?, &shipped("ab")?)?;
 
     let (planned, mut skipped) = variants::plan(&fx)?;
     let all = selected(planned, &opts.only);
@@ -267,22 +299,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     // is mostly compiling modules), then each Envoy is pinned where it is measured.
     let mut slots: Vec<Slot> = Vec::new();
     for pair in all.chunks(2) {
-        let outcomes = match pair {
-            [a, b] => {
-                let (x, y) = tokio::join!(
-                    bring_up(a, &fx, &placement, opts),
-                    bring_up(b, &fx, &placement, opts)
-                );
-                vec![(a, x), (b, y)]
-            }
-            _ => {
-                let mut out = Vec::new();
-                for v in pair {
-                    out.push((v, bring_up(v, &fx, &placement, opts).await));
-                }
-                out
-            }
-        };
+        let outcomes = two_at_once(pair, |v| bring_up(v, &fx, &placement, opts)).await;
         for (v, started) in outcomes {
             let mut slot = Slot {
                 result: result_of(v),
