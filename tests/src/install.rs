@@ -257,3 +257,24 @@ pub fn ensure_npm(dir: &Path) -> Result<()> {
         .args(["ci", "--no-audit", "--no-fund", "--silent"])
         .current_dir(dir))
 }
+
+/// The shop's binary, `target/debug/meshwright-shop`, built by cargo first (once per process;
+/// a no-op when it is up to date).
+pub fn ensure_shop() -> Result<PathBuf> {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let bin = paths::shop_binary();
+    let mut built = BUILT
+        .lock()
+        .map_err(|_| anyhow::anyhow!("shop build lock poisoned"))?;
+    if !*built {
+        let _lock = Lock::take()?;
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--quiet", "-p", "meshwright-shop"])
+                .current_dir(paths::root()),
+        )?;
+        *built = true;
+    }
+    Ok(bin)
+}
+

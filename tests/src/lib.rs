@@ -6,6 +6,9 @@
 //! - [`envoy`]: the Envoy process and its admin API;
 //! - [`upstream`] and [`client`]: real servers and clients on loopback;
 //! - [`k8s`]: the mesh configuration in `k8s/` as data (VirtualService rules → local routes);
+//! - [`mesh`]: the whole ecommerce mesh of `k8s/` + `wasmplugins/` rendered per proxy by
+//!   istiod's mapping, and run locally (`cargo xtask up`);
+//! - [`proc`]: child processes that end with the bed (any signal, panics);
 //! - [`Bed`]: the usual arrangement — upstream(s), one Envoy with the plugins, a client;
 //! - [`forms`]: the filters each in its own module or inside the bundle — the same tests run on
 //!   both ([`in_both_forms!`]).
@@ -21,7 +24,9 @@ pub mod idp;
 pub mod install;
 pub mod k8s;
 pub mod load;
+pub mod mesh;
 pub mod paths;
+pub mod proc;
 pub mod render;
 pub mod upstream;
 pub mod wasmplugin;

@@ -32,3 +32,15 @@ pub fn tools() -> PathBuf {
 pub fn module(filter: &str) -> PathBuf {
     dist().join(format!("{filter}.wasm"))
 }
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// The shop's binary as `cargo build -p meshwright-shop` leaves it.
+pub fn shop_binary() -> PathBuf {
+    target().join("debug").join("meshwright-shop")
+}

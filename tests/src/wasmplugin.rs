@@ -176,6 +176,10 @@ pub struct Overlay {
     /// plain HTTP).
     #[serde(default)]
     pub plugin_config: BTreeMap<String, Value>,
+    /// Defaults of the `${NAME}` variables in `plugin_config` strings, for renders outside a
+    /// running local mesh (which fills in its own values: [`Overlay::local_with`]).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// RFC 7396 JSON merge patch.
@@ -205,14 +209,36 @@ impl Overlay {
         yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// The shipped local overlay.
+    /// The shipped local overlay, its variables at their defaults.
     pub fn local() -> Result<Self> {
-        Self::load(
+        Self::local_with(&BTreeMap::new())
+    }
+
+    /// The shipped local overlay, `vars` (then the file's defaults) filled into `${NAME}` in
+    /// its `plugin_config` strings.
+    pub fn local_with(vars: &BTreeMap<String, String>) -> Result<Self> {
+        let mut o = Self::load(
             &crate::paths::wasmplugins()
                 .join("local")
                 .join("overlay.yaml"),
-        )
+        )?;
+        let mut all = o.vars.clone();
+        all.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for patch in o.plugin_config.values_mut() {
+            fill_strings(patch, &all)?;
+        }
+        Ok(o)
     }
+}
+
+fn fill_strings(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<()> {
+    match v {
+        Value::String(s) => *s = crate::mesh::fill(s, vars)?,
+        Value::Array(a) => a.iter_mut().try_for_each(|x| fill_strings(x, vars))?,
+        Value::Object(o) => o.values_mut().try_for_each(|x| fill_strings(x, vars))?,
+        _ => {}
+    }
+    Ok(())
 }
 
 impl WasmPlugin {

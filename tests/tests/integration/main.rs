@@ -9,6 +9,7 @@ mod ab;
 mod ab_mesh;
 mod bundle;
 mod fault;
+mod mesh_render;
 mod oauth2;
 mod render;
 mod retry_budget;

@@ -46,8 +46,7 @@ fn overlay() -> Overlay {
             "oci://registry.example/demo:1.0".to_owned(),
             PathBuf::from("/opt/demo.wasm"),
         )]),
-        host_env: BTreeMap::new(),
-        plugin_config: BTreeMap::new(),
+        ..Overlay::default()
     }
 }
 
