@@ -14,3 +14,4 @@ mod oauth2;
 mod render;
 mod retry_budget;
 mod retry_budget_cost;
+mod shop_mesh;

@@ -1,0 +1,576 @@
+//! The shop on the local mesh (`cargo xtask up`'s mesh): every service, a sidecar Envoy per
+//! instance and the ingress gateway, all configured from k8s/ and wasmplugins/ — driven by a real
+//! browser and by HTTP clients, through the real gateway and sidecars.
+
+use anyhow::{Context, Result, bail, ensure};
+use meshwright_testbed::agent::{Agent, login_via_idp};
+use meshwright_testbed::client::{Http, Response};
+use meshwright_testbed::mesh::run::{Options, Running};
+use meshwright_testbed::paths;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn start(
+    edit: Option<meshwright_testbed::mesh::run::Edit>,
+) -> Result<(tempfile::TempDir, Running)> {
+    let dir = tempfile::Builder::new()
+        .prefix("meshwright-mesh-")
+        .tempdir()?;
+    let mut opts = Options::new(dir.path());
+    opts.edit = edit;
+    let mesh = Running::start(opts).await?;
+    Ok((dir, mesh))
+}
+
+fn base(mesh: &Running) -> String {
+    format!("http://127.0.0.1:{}", mesh.gateway_addr().port())
+}
+
+/// The browser journey (tests/idp/shop-journey.mjs) as `user`.
+async fn browser_journey(url: &str, user: &str, extra: &[&str]) -> Result<Value> {
+    let dir = paths::root().join("tests/idp");
+    let out = tokio::process::Command::new("node")
+        .arg("shop-journey.mjs")
+        .arg(url)
+        .arg(user)
+        .args(extra)
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("node shop-journey.mjs")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).with_context(|| {
+        format!(
+            "the journey printed no JSON:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    ensure!(out.status.success(), "the browser journey failed: {v:#}");
+    Ok(v)
+}
+
+/// An HTTP client signed in as `user` through the IdP's form.
+async fn signed_in(mesh: &Running, user: &str) -> Result<Agent> {
+    let agent = Agent::new();
+    let (url, page) = login_via_idp(&agent, &format!("{}/", base(mesh)), user).await?;
+    ensure!(
+        page.status == 200 && url.starts_with(&base(mesh)),
+        "{user} did not get back to the shop: {url} {}",
+        page.status
+    );
+    Ok(agent)
+}
+
+fn variant_of(page: &Response) -> Option<String> {
+    let re = regex_lite::Regex::new(r#"data-variant="([a-z0-9]+)""#).ok()?;
+    re.captures(&page.text()).map(|c| c[1].to_owned())
+}
+
+/// A call made from inside the mesh: through `instance`'s outbound listener, so it leaves with
+/// that workload's identity, to `host` (a Service's name and port).
+async fn from_workload(
+    mesh: &Running,
+    instance: &str,
+    method: hyper::Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response> {
+    let http = Http::new(mesh.outbound(instance)?);
+    let mut all = vec![("host", host), ("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    http.send(method, path, &all, bytes::Bytes::from(body.to_owned()))
+        .await
+}
+
+const INVOICE: &str = "invoice.ecommerce.svc.cluster.local:8082";
+const PRODUCT: &str = "product.ecommerce.svc.cluster.local:8081";
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn place_order(agent: &Agent, base: &str) -> Result<Value> {
+    let r = agent
+        .send(
+            hyper::Method::POST,
+            &format!("{base}/api/product-orders"),
+            &[("accept", "application/json")],
+            Some((
+                json!({"items": [{"productId": 1, "quantity": 2}]}).to_string(),
+                "application/json",
+            )),
+        )
+        .await?;
+    ensure!(r.status == 201, "order refused: {} {}", r.status, r.text());
+    r.json()
+}
+
+async fn order(agent: &Agent, base: &str, id: &Value) -> Result<Value> {
+    let r = agent
+        .send(
+            hyper::Method::GET,
+            &format!("{base}/api/product-orders/{id}"),
+            &[("accept", "application/json")],
+            None,
+        )
+        .await?;
+    ensure!(r.status == 200, "order {id}: {} {}", r.status, r.text());
+    r.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_on_the_local_mesh() -> Result<()> {
+    let (_dir, mut mesh) = start(None).await?;
+    let base = base(&mesh);
+
+    // A shopper in a real browser: sign in at the IdP through the gateway's OAuth2 filter, the
+    // catalogue of the assigned variant, cart, order, invoice and e-mail, sign out.
+    let journey = browser_journey(&mesh.url(), "alice", &[]).await?;
+    eprintln!("browser journey: {journey}");
+    let variant = journey["variant"].as_str().unwrap_or_default();
+    assert!(variant == "v1" || variant == "v2", "{journey}");
+    assert!(
+        journey["order"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("ORD-")),
+        "{journey}"
+    );
+    assert!(
+        journey["invoice"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("INV-")),
+        "{journey}"
+    );
+    assert!(journey["notification"].is_string(), "{journey}");
+    assert_eq!(journey["signedOut"], true, "{journey}");
+
+    unauthenticated_api_calls_get_401(&base).await?;
+    calls_the_policies_forbid_get_403(&mesh).await?;
+    claim_headers_come_only_from_a_verified_token(&mesh).await?;
+    ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(&mesh).await?;
+    bad_input_gets_a_problem_not_a_crash(&mesh).await?;
+    a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(&mut mesh).await?;
+    no_committed_order_is_lost_when_a_service_restarts(&mut mesh).await?;
+    Ok(())
+}
+
+async fn unauthenticated_api_calls_get_401(base: &str) -> Result<()> {
+    let api = Agent::api();
+    for path in [
+        "/api/account",
+        "/api/product-orders",
+        "/services/invoice/api/invoices",
+    ] {
+        let r = api.get(&format!("{base}{path}")).await?;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(r.text().contains("login_url"), "{path}: {}", r.text());
+    }
+    // A browser is sent to sign in instead.
+    let r = Agent::new().get(&format!("{base}/")).await?;
+    assert_eq!(r.status, 302);
+    Ok(())
+}
+
+async fn calls_the_policies_forbid_get_403(mesh: &Running) -> Result<()> {
+    use hyper::Method;
+    // product may not call invoice at all (AuthorizationPolicy invoice): RBAC at invoice's
+    // sidecar, on product's SPIFFE identity from mTLS.
+    let r = from_workload(
+        mesh,
+        "product-v1-0",
+        Method::POST,
+        INVOICE,
+        "/api/invoices",
+        &[],
+        "{}",
+    )
+    .await?;
+    assert_eq!(r.status, 403, "product → invoice: {}", r.text());
+    assert!(r.text().contains("RBAC"), "{}", r.text());
+    // store may (its outbox): the same call passes RBAC and meets the app, which refuses the
+    // empty body itself.
+    let r = from_workload(
+        mesh,
+        "store-0",
+        Method::POST,
+        INVOICE,
+        "/api/invoices",
+        &[],
+        "{}",
+    )
+    .await?;
+    assert_eq!(r.status, 400, "store → invoice: {}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/problem+json")),
+        "{:?}",
+        r.headers
+    );
+    // Reads need a user's token.
+    let r = from_workload(
+        mesh,
+        "store-0",
+        Method::GET,
+        INVOICE,
+        "/api/invoices",
+        &[],
+        "",
+    )
+    .await?;
+    assert_eq!(
+        r.status,
+        403,
+        "store → invoice without a token: {}",
+        r.text()
+    );
+    // A token not signed by the gateway is refused by jwt_authn (401).
+    let r = from_workload(
+        mesh,
+        "store-0",
+        Method::GET,
+        PRODUCT,
+        "/api/products",
+        &[(
+            "authorization",
+            "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2ln",
+        )],
+        "",
+    )
+    .await?;
+    assert_eq!(r.status, 401, "forged token: {}", r.text());
+    Ok(())
+}
+
+async fn claim_headers_come_only_from_a_verified_token(mesh: &Running) -> Result<()> {
+    use hyper::Method;
+    let invoices_as = |token: String, claimed: &'static str| async move {
+        let bearer = format!("Bearer {token}");
+        let r = from_workload(
+            mesh,
+            "store-0",
+            Method::GET,
+            INVOICE,
+            "/api/invoices",
+            &[("authorization", &bearer), ("x-jwt-sub", claimed)],
+            "",
+        )
+        .await?;
+        ensure!(r.status == 200, "{}", r.text());
+        Ok::<Vec<Value>, anyhow::Error>(r.json()?.as_array().cloned().unwrap_or_default())
+    };
+    // alice ordered in the journey: her own token sees her invoice.
+    let alice = mesh.mesh.mint_token("alice", &json!({"email": "alice@example.com"}))?;
+    let hers = invoices_as(alice, "alice").await?;
+    assert!(!hers.is_empty(), "alice's invoice from the journey");
+    // carol's token with a header claiming to be alice sees none of it: jwt_authn sets the
+    // x-jwt-* headers from the verified token, over the caller's copy.
+    let carol = mesh.mesh.mint_token("carol", &json!({"email": "carol@example.com"}))?;
+    let seen = invoices_as(carol, "alice").await?;
+    assert!(
+        seen.iter().all(|i| i["customer"] == "carol"),
+        "a claimed x-jwt-sub was believed: {seen:?}"
+    );
+    assert!(seen.is_empty());
+    Ok(())
+}
+
+async fn ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(
+    mesh: &Running,
+) -> Result<()> {
+    let base = base(mesh);
+    let agent = signed_in(mesh, "dave").await?;
+    let first = agent.get(&format!("{base}/")).await?;
+    let natural = variant_of(&first).context("no data-variant on the catalogue")?;
+    for _ in 0..5 {
+        let again = agent.get(&format!("{base}/")).await?;
+        assert_eq!(
+            variant_of(&again).as_deref(),
+            Some(natural.as_str()),
+            "sticky"
+        );
+    }
+    let key = mesh
+        .mesh
+        .overlay
+        .host_env
+        .get("MESHWRIGHT_AB_SIGNING_KEY")
+        .cloned()
+        .unwrap_or_default();
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 600;
+    let forced = meshwright_ab::overrides::sign(key.as_bytes(), "product=v2", expiry);
+    let page = agent
+        .send(
+            hyper::Method::GET,
+            &format!("{base}/"),
+            &[("x-ab-override", &forced)],
+            None,
+        )
+        .await?;
+    assert_eq!(page.status, 200);
+    assert_eq!(variant_of(&page).as_deref(), Some("v2"), "override to v2");
+    assert!(
+        page.text().contains("data-rating") || page.text().contains("★"),
+        "v2 shows ratings"
+    );
+    // A client cannot pick its variant by sending the routing header itself.
+    if natural == "v1" {
+        let spoofed = agent
+            .send(
+                hyper::Method::GET,
+                &format!("{base}/"),
+                &[("x-ab-product", "v2")],
+                None,
+            )
+            .await?;
+        assert_eq!(
+            variant_of(&spoofed).as_deref(),
+            Some("v1"),
+            "client header ignored"
+        );
+    }
+    Ok(())
+}
+
+async fn bad_input_gets_a_problem_not_a_crash(mesh: &Running) -> Result<()> {
+    let base = base(mesh);
+    let agent = signed_in(mesh, "erin").await?;
+    for body in [
+        "not json",
+        r#"{"items": []}"#,
+        r#"{"items": [{"productId": 1, "quantity": 100000}]}"#,
+        r#"{"items": [{"productId": 99999, "quantity": 1}]}"#,
+        r#"{"items": [{"productId": 1, "quantity": 1}], "total": 0}"#,
+    ] {
+        let r = agent
+            .send(
+                hyper::Method::POST,
+                &format!("{base}/api/product-orders"),
+                &[("accept", "application/json")],
+                Some((body.to_owned(), "application/json")),
+            )
+            .await?;
+        assert!(
+            (400..500).contains(&r.status),
+            "{body}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.contains("problem+json")),
+            "{body}: {:?}",
+            r.headers
+        );
+    }
+    let r = agent
+        .get(&format!(
+            "{base}/services/product/api/products/not-a-number"
+        ))
+        .await?;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Actuator endpoints are not public (the gateway answers 404).
+    let r = agent
+        .get(&format!("{base}/services/product/management/health"))
+        .await?;
+    assert_eq!(r.status, 404);
+    // The mesh is still serving.
+    assert_eq!(agent.get(&format!("{base}/")).await?.status, 200);
+    Ok(())
+}
+
+async fn a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(
+    mesh: &mut Running,
+) -> Result<()> {
+    let base = base(mesh);
+    // A user the catalogue serves from v1.
+    let mut v1_user = None;
+    for user in ["frank", "grace", "heidi", "ivan", "judy"] {
+        let agent = signed_in(mesh, user).await?;
+        let page = agent.get(&format!("{base}/")).await?;
+        if variant_of(&page).as_deref() == Some("v1") {
+            v1_user = Some(agent);
+            break;
+        }
+    }
+    let agent = v1_user.context("none of five users is in v1 (90 % each)")?;
+    mesh.kill_app("product-v1-0")?;
+    for i in 0..20 {
+        let page = agent.get(&format!("{base}/")).await?;
+        assert_eq!(page.status, 200, "request {i}");
+        assert_eq!(
+            variant_of(&page).as_deref(),
+            Some("v1"),
+            "request {i}: catalogue shown"
+        );
+        assert!(
+            !page.text().contains("catalogue is unavailable"),
+            "request {i}"
+        );
+    }
+    let cluster = "cluster.outbound|8081|v1|product.ecommerce.svc.cluster.local";
+    let stats = mesh.sidecar("store-0")?.stats().await?;
+    let ejected = stats
+        .get(&format!(
+            "{cluster}.outlier_detection.ejections_enforced_total"
+        ))
+        .copied()
+        .unwrap_or(0);
+    eprintln!("product-v1-0 stopped: 20 pages served, {ejected} ejection(s) by store's sidecar");
+    assert!(
+        ejected >= 1,
+        "store's sidecar ejected the stopped instance: {ejected}"
+    );
+    mesh.restart_app("product-v1-0").await?;
+    Ok(())
+}
+
+async fn no_committed_order_is_lost_when_a_service_restarts(mesh: &mut Running) -> Result<()> {
+    let base = base(mesh);
+    let agent = signed_in(mesh, "bob").await?;
+    // invoice is down: the order is committed anyway, its invoice left to store's outbox.
+    mesh.kill_app("invoice-0")?;
+    let placed = place_order(&agent, &base).await?;
+    let id = placed["id"].clone();
+    assert_eq!(placed["invoiceStatus"], "PENDING", "{placed}");
+    // store crashes right after committing (SIGKILL) and comes back: the order is there.
+    mesh.kill_app("store-0")?;
+    mesh.restart_app("store-0").await?;
+    let o = order(&agent, &base, &id).await?;
+    assert_eq!(o["code"], placed["code"]);
+    // invoice comes back: the outbox delivers, exactly one invoice for the order.
+    mesh.restart_app("invoice-0").await?;
+    let invoiced = eventually(Duration::from_secs(60), "the order's invoice", || async {
+        let o = order(&agent, &base, &id).await?;
+        Ok((o["invoiceStatus"] == "CREATED").then_some(o))
+    })
+    .await?;
+    let r = agent
+        .get(&format!(
+            "{base}/services/invoice/api/invoices?orderId={id}"
+        ))
+        .await?;
+    let invoices = r.json()?;
+    assert_eq!(invoices.as_array().map(Vec::len), Some(1), "{invoices}");
+    assert_eq!(invoices[0]["id"], invoiced["invoiceId"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_drill_on_invoice_degrades_the_order_page_and_the_retry_budget_caps_retries()
+-> Result<()> {
+    // The invoice-outage drill of wasmplugins/fault.yaml, switched on for all traffic (as an
+    // operator would patch the WasmPlugin) and at 100 % so every attempt fails.
+    let edit: meshwright_testbed::mesh::run::Edit = Box::new(|mesh| {
+        mesh.drill("invoice-outage")?;
+        for p in &mut mesh.plugins {
+            if p.metadata.name == "fault" {
+                let mut cfg = p.plugin_config();
+                for r in cfg["rules"].as_array_mut().into_iter().flatten() {
+                    if r["name"] == "invoice-outage-drill" {
+                        r["abort"]["percentage"] = json!(100);
+                    }
+                }
+                p.spec.plugin_config = Some(cfg);
+            }
+        }
+        Ok(())
+    });
+    let (_dir, mesh) = start(Some(edit)).await?;
+    let base = base(&mesh);
+    let journey = browser_journey(
+        &mesh.url(),
+        "alice",
+        &["--degraded", "--timeout-ms", "8000"],
+    )
+    .await?;
+    assert_eq!(journey["degraded"], true, "{journey}");
+    assert!(
+        journey["order"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("ORD-")),
+        "the order is committed: {journey}"
+    );
+
+    // Page views that each read the failing invoice service: store's sidecar would retry each
+    // twice; the budget allows 20 % of requests plus 10 retries a second. Two at a time: at
+    // higher concurrency Envoy's own retry budget (DestinationRule retryBudget: concurrent
+    // retries ≤ 20 % of active requests, at least 3) already stops most retries (measured: 271
+    // of 304 requests at 16 in flight), and this one's tokens, refunded, never run out.
+    let agent = std::sync::Arc::new(signed_in(&mesh, "bob").await?);
+    let placed = place_order(&agent, &base).await?;
+    let page = format!("{base}/orders/{}", placed["id"]);
+    let started = Instant::now();
+    let n = 300;
+    let statuses = meshwright_testbed::load::fan_out(n, 2, {
+        let agent = std::sync::Arc::clone(&agent);
+        move |_| {
+            let (agent, page) = (std::sync::Arc::clone(&agent), page.clone());
+            async move {
+                agent
+                    .get(&page)
+                    .await
+                    .map(|r| (r.status, r.text().contains("data-degraded=\"invoice\"")))
+            }
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for s in &statuses {
+        let (status, degraded) = s.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(*status, 200, "the order page is never an error page");
+        assert!(degraded, "every order page shows the degraded state");
+    }
+    let names = meshwright_retry::stats::DestinationMetricNames::new(
+        meshwright_retry::config::Side::Client,
+        &meshwright_retry::destination::stat_name(
+            "outbound|8082||invoice.ecommerce.svc.cluster.local",
+        ),
+    );
+    let sidecar = mesh.sidecar("store-0")?;
+    let stat = |name: String| async move { sidecar.stat(&format!("wasmcustom.{name}")).await };
+    let requests = stat(names.requests.clone()).await?;
+    let granted = stat(names.retries_granted.clone()).await?;
+    let denied = stat(names.retries_denied.clone()).await?;
+    let retries = stat(names.retries.clone()).await?;
+    eprintln!(
+        "{n} order pages in {elapsed:.1} s under the drill: store → invoice requests {requests}, \
+         retries granted {granted}, denied {denied}, made {retries}"
+    );
+    // The budget: 20 % of the requests of the last 10 s plus 10 per second (+ the start-up's
+    // few), against 2 retries asked for per request.
+    let cap = 0.2 * requests as f64 + 10.0 * (elapsed + 10.0) + 10.0;
+    assert!(
+        requests >= n as u64,
+        "store → invoice requests counted: {requests}"
+    );
+    assert!(
+        (retries as f64) <= cap,
+        "{retries} retries > cap {cap:.0} ({requests} requests in {elapsed:.1} s)"
+    );
+    assert!(
+        denied > 0,
+        "retries over budget were denied: granted {granted}, denied {denied}"
+    );
+    Ok(())
+}
