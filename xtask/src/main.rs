@@ -13,6 +13,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod args;
+mod compose;
 mod exports;
 mod modules;
 mod up;
@@ -50,6 +51,13 @@ shop's URL first. Ctrl-C (or SIGTERM, SIGHUP) stops everything it started.
                 invoice-outage): the drill's header condition is dropped, as an operator
                 patching the WasmPlugin would
   --keep        keep the run directory (configs, logs, data) under target/mesh/",
+    ),
+    (
+        "compose",
+        "compose [--up] [--bundle]",
+        "the same mesh as containers: renders docker-compose.yaml and target/compose/ (every proxy's
+config from k8s/ and wasmplugins/, the images' build contexts; no registry needed); then
+`docker compose up --build` runs it (or --up: starts the Docker engine if needed and does so)",
     ),
     (
         "test",
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "build" => args.finish().and_then(|()| modules::build().map(|_| ())),
         "up" => up::up(args),
+        "compose" => compose::compose(args),
         "test" => args.finish().and_then(|()| test()),
         "fault-signature" => fault_signature(args),
         "ab-override" => ab_override(args),

@@ -20,6 +20,7 @@ pub mod authn;
 pub mod authz;
 pub mod certs;
 pub mod clusters;
+pub mod compose;
 pub mod model;
 pub mod proxy;
 pub mod routes;

@@ -564,3 +564,35 @@ pub fn gateway(mesh: &Mesh, plan: &Plan) -> Result<Value> {
         all_clusters,
     ))
 }
+
+/// The environment a proxy's Envoy needs: the development values (wasm overlay `host_env`) of
+/// exactly the `valueFrom: HOST` variables its WasmPlugins read — as the injection templates give
+/// the gateway its secrets and the sidecars only theirs.
+pub fn host_env(mesh: &Mesh, config: &Value) -> BTreeMap<String, String> {
+    fn keys(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    if k == "host_env_keys" {
+                        out.extend(
+                            x.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|n| n.as_str().map(str::to_owned)),
+                        );
+                    } else {
+                        keys(x, out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| keys(x, out)),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    keys(config, &mut names);
+    names
+        .into_iter()
+        .filter_map(|n| Some((n.clone(), mesh.overlay.host_env.get(&n)?.clone())))
+        .collect()
+}

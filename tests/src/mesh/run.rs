@@ -148,14 +148,13 @@ impl Running {
             }
         }
 
-        let env = mesh.overlay.host_env.clone();
         let mut starting = tokio::task::JoinSet::new();
         for inst in &plan.instances {
             let config = proxy::sidecar(&mesh, &plan, inst)
                 .with_context(|| format!("rendering the sidecar of {}", inst.name))?;
             let options = envoy::Options {
                 concurrency: opts.sidecar_concurrency,
-                env: env.clone(),
+                env: proxy::host_env(&mesh, &config),
                 dir: Some(dir.join(format!("{}-sidecar", inst.name))),
                 ..envoy::Options::default()
             };
@@ -171,7 +170,7 @@ impl Running {
             proxy::gateway(&mesh, &plan).context("rendering the ingress gateway")?;
         let gateway_options = envoy::Options {
             concurrency: opts.gateway_concurrency,
-            env: env.clone(),
+            env: proxy::host_env(&mesh, &gateway_config),
             dir: Some(dir.join("gateway")),
             ..envoy::Options::default()
         };

@@ -8,6 +8,7 @@
 mod ab;
 mod ab_mesh;
 mod bundle;
+mod compose;
 mod fault;
 mod mesh_render;
 mod oauth2;
