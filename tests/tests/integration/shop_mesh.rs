@@ -277,12 +277,16 @@ async fn claim_headers_come_only_from_a_verified_token(mesh: &Running) -> Result
         Ok::<Vec<Value>, anyhow::Error>(r.json()?.as_array().cloned().unwrap_or_default())
     };
     // alice ordered in the journey: her own token sees her invoice.
-    let alice = mesh.mesh.mint_token("alice", &json!({"email": "alice@example.com"}))?;
+    let alice = mesh
+        .mesh
+        .mint_token("alice", &json!({"email": "alice@example.com"}))?;
     let hers = invoices_as(alice, "alice").await?;
     assert!(!hers.is_empty(), "alice's invoice from the journey");
     // carol's token with a header claiming to be alice sees none of it: jwt_authn sets the
     // x-jwt-* headers from the verified token, over the caller's copy.
-    let carol = mesh.mesh.mint_token("carol", &json!({"email": "carol@example.com"}))?;
+    let carol = mesh
+        .mesh
+        .mint_token("carol", &json!({"email": "carol@example.com"}))?;
     let seen = invoices_as(carol, "alice").await?;
     assert!(
         seen.iter().all(|i| i["customer"] == "carol"),
