@@ -12,6 +12,7 @@ mod compose;
 mod fault;
 mod mesh_render;
 mod oauth2;
+mod processes;
 mod render;
 mod retry_budget;
 mod retry_budget_cost;
