@@ -266,18 +266,23 @@ impl Agent {
         let input_re = regex_lite::Regex::new(
             r#"<input[^>]*type="hidden"[^>]*name="([^"]*)"[^>]*value="([^"]*)""#,
         )?;
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        for c in input_re.captures_iter(inner) {
-            form.append_pair(&c[1], &html_unescape(&c[2]));
-        }
-        for (k, v) in fields {
-            form.append_pair(k, v);
-        }
+        // Built before the await: the serializer is not Sync, and a future holding it is not
+        // Send (the load generator runs logins on a multi-threaded runtime).
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for c in input_re.captures_iter(inner) {
+                form.append_pair(&c[1], &html_unescape(&c[2]));
+            }
+            for (k, v) in fields {
+                form.append_pair(k, v);
+            }
+            form.finish()
+        };
         let target = url::Url::parse(page_url)?.join(&action)?.to_string();
         self.follow_until(
             Method::POST,
             &target,
-            Some((form.finish(), "application/x-www-form-urlencoded")),
+            Some((body, "application/x-www-form-urlencoded")),
             stop_at,
         )
         .await

@@ -28,6 +28,7 @@ pub mod mesh;
 pub mod paths;
 pub mod proc;
 pub mod render;
+pub mod shoppers;
 pub mod upstream;
 pub mod wasmplugin;
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 mod args;
 mod compose;
 mod exports;
+mod load;
 mod modules;
 mod up;
 
@@ -58,6 +59,15 @@ shop's URL first. Ctrl-C (or SIGTERM, SIGHUP) stops everything it started.
         "the same mesh as containers: renders docker-compose.yaml and target/compose/ (every proxy's
 config from k8s/ and wasmplugins/, the images' build contexts; no registry needed); then
 `docker compose up --build` runs it (or --up: starts the Docker engine if needed and does so)",
+    ),
+    (
+        "load",
+        "load [--url URL] [--duration S] [--shoppers N] [--bad-actors N] [--think-ms MS] [--seed N]",
+        "a realistic mix of shoppers against a running shop (cargo xtask up or the compose; default
+http://127.0.0.1:8080, 60 s, 8 shoppers, 2 bad actors): each signs in at the IdP, browses,
+fills a cart, orders, reads its orders; bad actors send requests without a session, forged
+cookies, spoofed headers, malformed orders. A progress line, then status counts and latency
+percentiles per route",
     ),
     (
         "test",
@@ -141,6 +151,7 @@ fn main() -> ExitCode {
         "build" => args.finish().and_then(|()| modules::build().map(|_| ())),
         "up" => up::up(args),
         "compose" => compose::compose(args),
+        "load" => load::load(args),
         "test" => args.finish().and_then(|()| test()),
         "fault-signature" => fault_signature(args),
         "ab-override" => ab_override(args),
@@ -170,8 +181,35 @@ fn cargo() -> Command {
     c
 }
 
+/// Quiet mode (`up`): build steps print nothing unless they fail, so the shop's URL is what
+/// the user sees first.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A progress line on stderr, unless quiet.
+pub fn note(line: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
+}
+
 fn run(what: &str, cmd: &mut Command) -> Result<()> {
     let start = Instant::now();
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        if !out.status.success() {
+            eprint!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            bail!("{what} failed ({})", out.status);
+        }
+        return Ok(());
+    }
     eprintln!("==> {what}");
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {

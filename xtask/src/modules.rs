@@ -2,7 +2,7 @@
 //! proxy-wasm callbacks removed from the exports, optimised for size by binaryen's wasm-opt,
 //! with its sha256 beside it (for `WasmPlugin.spec.sha256`).
 
-use crate::{cargo, run};
+use crate::{cargo, note, run};
 use anyhow::{Context, Result, bail};
 use meshwright_testbed::{install, paths};
 use sha2::{Digest, Sha256};
@@ -149,7 +149,9 @@ pub fn build() -> Result<Vec<(String, u64)>> {
             && rec.trim() == format!("{input_digest} {cur}")
         {
             let size = std::fs::metadata(&out)?.len();
-            eprintln!("    dist/{name}.wasm  {size} bytes  sha256 {cur} (unchanged)");
+            note(&format!(
+                "    dist/{name}.wasm  {size} bytes  sha256 {cur} (unchanged)"
+            ));
             sizes.push((name.to_owned(), size));
             continue;
         }
@@ -160,11 +162,11 @@ pub fn build() -> Result<Vec<(String, u64)>> {
             .join(PROFILE)
             .join(format!("{}.pruned.wasm", module.stem));
         std::fs::write(&staged, pruned)?;
-        eprintln!(
+        note(&format!(
             "    {name}: answers {} ({} unused callbacks not exported)",
             module.callbacks.join(" "),
             removed.len()
-        );
+        ));
         let status = Command::new("wasm-opt")
             .args([
                 "-Oz",
@@ -188,7 +190,10 @@ pub fn build() -> Result<Vec<(String, u64)>> {
             format!("{hex}  {name}.wasm\n"),
         )?;
         std::fs::write(&stamp, format!("{input_digest} {hex}"))?;
-        eprintln!("    dist/{name}.wasm  {} bytes  sha256 {hex}", bytes.len());
+        note(&format!(
+            "    dist/{name}.wasm  {} bytes  sha256 {hex}",
+            bytes.len()
+        ));
         sizes.push((name.to_owned(), bytes.len() as u64));
     }
     Ok(sizes)

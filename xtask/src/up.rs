@@ -27,9 +27,10 @@ pub fn up(mut args: Args) -> Result<()> {
     let keep = args.flag("--keep");
     args.finish()?;
 
+    eprintln!("building the filters and the shop (cargo; the first time takes minutes)…");
+    crate::set_quiet();
     modules::build()?;
     install::ensure_envoy()?;
-    eprintln!("==> the shop's binary (cargo build -p meshwright-shop)");
     install::ensure_shop()?;
     install::ensure_npm(&paths::root().join("tests/idp"))?;
     let port = match port {

@@ -169,6 +169,41 @@ async fn the_shop_on_the_local_mesh() -> Result<()> {
     bad_input_gets_a_problem_not_a_crash(&mesh).await?;
     a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(&mut mesh).await?;
     no_committed_order_is_lost_when_a_service_restarts(&mut mesh).await?;
+    the_load_generators_shoppers_get_no_server_errors(&mesh).await?;
+    Ok(())
+}
+
+async fn the_load_generators_shoppers_get_no_server_errors(mesh: &Running) -> Result<()> {
+    let opts = meshwright_testbed::shoppers::Options {
+        url: base(mesh),
+        duration: Duration::from_secs(6),
+        shoppers: 3,
+        bad_actors: 1,
+        think: Duration::from_millis(100),
+        seed: 7,
+    };
+    let report = meshwright_testbed::shoppers::run(&opts, |_, _| {}).await?;
+    eprintln!("cargo xtask load, 6 s:\n{}", report.table());
+    assert_eq!(report.signed_in, 3);
+    assert_eq!(report.server_errors(), 0, "{}", report.table());
+    assert!(report.requests() > 30, "{}", report.table());
+    // ~8 % of a shopper's ~40 clicks check out (most with a cart filled before): zero orders
+    // in all would be a broken checkout, not bad luck.
+    assert!(report.orders >= 1, "{}", report.table());
+    let bad = |route: &str| {
+        report
+            .routes
+            .get(route)
+            .map(|r| r.statuses.clone())
+            .unwrap_or_default()
+    };
+    assert!(bad("bad: API without a session").keys().all(|s| *s == 401));
+    assert!(
+        bad("bad: malformed order")
+            .keys()
+            .all(|s| (400..500).contains(s))
+    );
+    assert!(bad("bad: actuator path").keys().all(|s| *s == 404));
     Ok(())
 }
 
