@@ -31,7 +31,7 @@ const browser = await chromium.launch({
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 page.setDefaultTimeout(20000);
 const shot = async (name) => {
-  if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png`, fullPage: true });
+  if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png` });
 };
 const origin = new URL(start).origin;
 // An attribute of the first element matching `selector`, null when there is none (no waiting).

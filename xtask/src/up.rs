@@ -52,10 +52,7 @@ pub fn up(mut args: Args) -> Result<()> {
         }
         let stop = stop_signal();
         tokio::pin!(stop);
-        eprintln!(
-            "==> starting the local mesh (run directory {})",
-            dir.display()
-        );
+        eprintln!("starting the local mesh (run directory {})…", dir.display());
         let mut mesh = tokio::select! {
             m = Running::start(opts) => m?,
             sig = &mut stop => bail!("stopped by {} during start-up", sig?),
