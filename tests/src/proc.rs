@@ -53,36 +53,28 @@ pub fn tie_to_parent(cmd: &mut Command) {
 
 impl Proc {
     /// Starts `cmd` as `name`, its output appended to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Self> {
+        Self::start(name, cmd, log, false)
+    }
+
+    /// Starts `cmd` with its stdout piped to the caller ([`Proc::take_stdout`]); stderr to
+    /// `log`.
+    pub fn spawn_piped(name: &str, cmd: Command, log: &Path) -> Result<Self> {
+        Self::start(name, cmd, log, true)
+    }
+
+    fn start(name: &str, mut cmd: Command, log: &Path, piped: bool) -> Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| log.display().to_string())?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        tie_to_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log: log.to_owned(),
-            status: None,
-        })
-    }
-
-    /// Starts `cmd` with its stdout piped to the caller ([`Proc::take_stdout`]); stderr to
-    /// `log`.
-    pub fn spawn_piped(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
-        let err = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| log.display().to_string())?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let stdout = if piped {
+            Stdio::piped()
+        } else {
+            Stdio::from(out.try_clone()?)
+        };
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(out);
         tie_to_parent(&mut cmd);
         let child = cmd
             .spawn()

@@ -180,19 +180,37 @@ impl Rng {
     }
 }
 
-async fn timed(
-    shared: &Shared,
-    route: &str,
-    agent: &Agent,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<(String, &str)>,
-) -> Result<Response> {
-    let started = Instant::now();
-    let r = agent.send(method, url, headers, body).await;
-    shared.record(route, started, &r);
-    r
+/// One client's requests to the shop, each timed and counted under a route name.
+struct Session<'a> {
+    shared: &'a Shared,
+    agent: &'a Agent,
+    base: &'a str,
+}
+
+impl Session<'_> {
+    async fn send(
+        &self,
+        route: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(String, &str)>,
+    ) -> Result<Response> {
+        let started = Instant::now();
+        let url = format!("{}{path}", self.base);
+        let r = self.agent.send(method, &url, headers, body).await;
+        self.shared.record(route, started, &r);
+        r
+    }
+
+    async fn get(&self, route: &str, path: &str) -> Result<Response> {
+        self.send(route, Method::GET, path, &[], None).await
+    }
+
+    async fn post_form(&self, route: &str, path: &str, body: String) -> Result<Response> {
+        self.send(route, Method::POST, path, &[], Some((body, FORM)))
+            .await
+    }
 }
 
 /// The hidden inputs of the form posting to `action` in `page`.
@@ -245,110 +263,41 @@ async fn shopper(shared: Arc<Shared>, opts: Options, id: usize, deadline: Instan
         return Ok(());
     }
     shared.bump(|r| r.signed_in += 1);
+    let me = Session {
+        shared: &shared,
+        agent: &agent,
+        base: &base,
+    };
     while Instant::now() < deadline {
         let roll = rng.below(100);
         let product = 1 + rng.below(12);
         if roll < 35 {
-            let _ = timed(
-                &shared,
-                "GET /",
-                &agent,
-                Method::GET,
-                &format!("{base}/"),
-                &[],
-                None,
-            )
-            .await;
+            let _ = me.get("GET /", "/").await;
         } else if roll < 60 {
-            let url = format!("{base}/products/{product}");
-            let _ = timed(
-                &shared,
-                "GET /products/{id}",
-                &agent,
-                Method::GET,
-                &url,
-                &[],
-                None,
-            )
-            .await;
+            let _ = me
+                .get("GET /products/{id}", &format!("/products/{product}"))
+                .await;
         } else if roll < 78 {
             let body = format!("productId={product}&quantity={}", 1 + rng.below(3));
-            let _ = timed(
-                &shared,
-                "POST /cart/items",
-                &agent,
-                Method::POST,
-                &format!("{base}/cart/items"),
-                &[],
-                Some((body, FORM)),
-            )
-            .await;
+            let _ = me.post_form("POST /cart/items", "/cart/items", body).await;
         } else if roll < 86 {
             // Check out what is in the cart (the cart page's form carries its one-time token).
-            let cart = timed(
-                &shared,
-                "GET /cart",
-                &agent,
-                Method::GET,
-                &format!("{base}/cart"),
-                &[],
-                None,
-            )
-            .await;
-            if let Ok(cart) = cart
+            if let Ok(cart) = me.get("GET /cart", "/cart").await
                 && let Some(fields) = form_fields(&cart.text(), "/checkout")
+                && let Ok(r) = me
+                    .post_form("POST /checkout", "/checkout", encode(&fields))
+                    .await
+                && r.status == 303
             {
-                let r = timed(
-                    &shared,
-                    "POST /checkout",
-                    &agent,
-                    Method::POST,
-                    &format!("{base}/checkout"),
-                    &[],
-                    Some((encode(&fields), FORM)),
-                )
-                .await;
-                if let Ok(r) = r
-                    && r.status == 303
-                {
-                    shared.bump(|rep| rep.orders += 1);
-                    if let Some(loc) = r.header("location") {
-                        let url = format!("{base}{loc}");
-                        let _ = timed(
-                            &shared,
-                            "GET /orders/{id}",
-                            &agent,
-                            Method::GET,
-                            &url,
-                            &[],
-                            None,
-                        )
-                        .await;
-                    }
+                shared.bump(|rep| rep.orders += 1);
+                if let Some(loc) = r.header("location") {
+                    let _ = me.get("GET /orders/{id}", loc).await;
                 }
             }
         } else if roll < 96 {
-            let _ = timed(
-                &shared,
-                "GET /orders",
-                &agent,
-                Method::GET,
-                &format!("{base}/orders"),
-                &[],
-                None,
-            )
-            .await;
+            let _ = me.get("GET /orders", "/orders").await;
         } else {
-            let _ = timed(
-                &shared,
-                "GET /account",
-                &agent,
-                Method::GET,
-                &format!("{base}/account"),
-                &[],
-                None,
-            )
-            .await;
+            let _ = me.get("GET /account", "/account").await;
         }
         tokio::time::sleep(rng.think(opts.think)).await;
     }
@@ -361,78 +310,68 @@ async fn bad_actor(shared: Arc<Shared>, opts: Options, id: usize, deadline: Inst
     let anon = Agent::api();
     let signed = Agent::new();
     let _ = login_via_idp(&signed, &format!("{base}/"), &format!("mallory-{id}")).await;
+    let (anon, signed) = (
+        Session {
+            shared: &shared,
+            agent: &anon,
+            base: &base,
+        },
+        Session {
+            shared: &shared,
+            agent: &signed,
+            base: &base,
+        },
+    );
     while Instant::now() < deadline {
-        match rng.below(5) {
+        let _ = match rng.below(5) {
             0 => {
-                let _ = timed(
-                    &shared,
-                    "bad: API without a session",
-                    &anon,
-                    Method::GET,
-                    &format!("{base}/api/product-orders"),
-                    &[],
-                    None,
-                )
-                .await;
+                anon.get("bad: API without a session", "/api/product-orders")
+                    .await
             }
             1 => {
                 let forged = Agent::new();
                 forged.set_cookie(&base, "meshwright", "forged-session-value");
-                let _ = timed(
-                    &shared,
-                    "bad: forged session cookie",
-                    &forged,
-                    Method::GET,
-                    &format!("{base}/"),
-                    &[],
-                    None,
-                )
-                .await;
+                let forged = Session {
+                    shared: &shared,
+                    agent: &forged,
+                    base: &base,
+                };
+                forged.get("bad: forged session cookie", "/").await
             }
             2 => {
-                let _ = timed(
-                    &shared,
-                    "bad: spoofed x-ab-product/x-jwt-sub",
-                    &signed,
-                    Method::GET,
-                    &format!("{base}/"),
-                    &[
-                        ("x-ab-product", "v2"),
-                        ("x-jwt-sub", "alice"),
-                        ("x-meshwright-drill", "invoice-outage"),
-                    ],
-                    None,
-                )
-                .await;
+                let spoofed = [
+                    ("x-ab-product", "v2"),
+                    ("x-jwt-sub", "alice"),
+                    ("x-meshwright-drill", "invoice-outage"),
+                ];
+                signed
+                    .send(
+                        "bad: spoofed x-ab-product/x-jwt-sub",
+                        Method::GET,
+                        "/",
+                        &spoofed,
+                        None,
+                    )
+                    .await
             }
             3 => {
-                let _ = timed(
-                    &shared,
-                    "bad: malformed order",
-                    &signed,
-                    Method::POST,
-                    &format!("{base}/api/product-orders"),
-                    &[("accept", "application/json")],
-                    Some((
-                        "{\"items\": [{\"productId\": \"x\"}]}".into(),
-                        "application/json",
-                    )),
-                )
-                .await;
+                let junk = r#"{"items": [{"productId": "x"}]}"#.to_owned();
+                signed
+                    .send(
+                        "bad: malformed order",
+                        Method::POST,
+                        "/api/product-orders",
+                        &[("accept", "application/json")],
+                        Some((junk, "application/json")),
+                    )
+                    .await
             }
             _ => {
-                let _ = timed(
-                    &shared,
-                    "bad: actuator path",
-                    &signed,
-                    Method::GET,
-                    &format!("{base}/services/product/management/health"),
-                    &[],
-                    None,
-                )
-                .await;
+                signed
+                    .get("bad: actuator path", "/services/product/management/health")
+                    .await
             }
-        }
+        };
         tokio::time::sleep(rng.think(opts.think * 2)).await;
     }
     Ok(())

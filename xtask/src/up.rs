@@ -169,18 +169,10 @@ fn banner(mesh: &Running, drill: Option<&str>) {
     ));
     let gw = url.trim_end_matches('/');
     let store_admin = admin_of(mesh, "store-0");
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() + 3600)
-        .unwrap_or_default();
-    let ab_key = mesh
+    let forced = mesh
         .mesh
-        .overlay
-        .host_env
-        .get("MESHWRIGHT_AB_SIGNING_KEY")
-        .cloned()
+        .ab_override("product=v2", 3600)
         .unwrap_or_default();
-    let forced = meshwright_ab::overrides::sign(ab_key.as_bytes(), "product=v2", expiry);
     let v1_pid = mesh
         .apps
         .get("product-v1-0")

@@ -263,6 +263,25 @@ impl Mesh {
         minter.mint(sub, &claims, now).context("minting a token")
     }
 
+    /// A signed A/B QA override (`x-ab-override` / `?ab_override=`) for `pairs` (e.g.
+    /// `product=v2`), valid for `ttl_s`, made with the gateway's development key.
+    pub fn ab_override(&self, pairs: &str, ttl_s: u64) -> Result<String> {
+        let key = self
+            .overlay
+            .host_env
+            .get("MESHWRIGHT_AB_SIGNING_KEY")
+            .context("no MESHWRIGHT_AB_SIGNING_KEY in the wasm overlay")?;
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + ttl_s;
+        Ok(meshwright_ab::overrides::sign(
+            key.as_bytes(),
+            pairs,
+            expiry,
+        ))
+    }
+
     pub fn workload(&self, name: &str) -> Result<&Workload> {
         self.objects
             .workloads

@@ -346,18 +346,7 @@ async fn ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(
             "sticky"
         );
     }
-    let key = mesh
-        .mesh
-        .overlay
-        .host_env
-        .get("MESHWRIGHT_AB_SIGNING_KEY")
-        .cloned()
-        .unwrap_or_default();
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        + 600;
-    let forced = meshwright_ab::overrides::sign(key.as_bytes(), "product=v2", expiry);
+    let forced = mesh.mesh.ab_override("product=v2", 600)?;
     let page = agent
         .send(
             hyper::Method::GET,
