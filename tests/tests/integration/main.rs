@@ -17,3 +17,4 @@ mod render;
 mod retry_budget;
 mod retry_budget_cost;
 mod shop_mesh;
+mod version_matrix;
