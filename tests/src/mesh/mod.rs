@@ -51,7 +51,8 @@ pub struct LocalSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalGateway {
-    pub hosts: Vec<String>,
+    /// Gateway host → the Host values it is served for locally (others keep Istio's).
+    pub hosts: BTreeMap<String, Vec<String>>,
 }
 
 impl LocalSettings {
@@ -525,7 +526,9 @@ mod tests {
             images: BTreeMap::from([("ghcr.io/meshwright/shop".into(), "shop".into())]),
             replicas: BTreeMap::new(),
             workload_env: BTreeMap::new(),
-            gateway: LocalGateway { hosts: vec![] },
+            gateway: LocalGateway {
+                hosts: BTreeMap::new(),
+            },
             idp_cluster: String::new(),
         };
         assert_eq!(

@@ -512,9 +512,15 @@ pub fn gateway(mesh: &Mesh, plan: &Plan) -> Result<Value> {
                     }
                     let routes = routes::translate(vs, &|h| port_of(mesh, h))?;
                     used.extend(routes::clusters_of(&routes));
+                    // Istio's domains for a gateway host, or what the local settings serve it as
+                    // (the public host: any Host, e.g. localhost:8080).
+                    let domains = match mesh.local.gateway.hosts.get(host) {
+                        Some(d) => json!(d),
+                        None => json!([host, format!("{host}:*")]),
+                    };
                     vhosts.push(json!({
                         "name": host,
-                        "domains": mesh.local.gateway.hosts,
+                        "domains": domains,
                         "routes": routes,
                         "include_request_attempt_count": true,
                     }));
@@ -525,7 +531,14 @@ pub fn gateway(mesh: &Mesh, plan: &Plan) -> Result<Value> {
     if vhosts.is_empty() {
         bail!("no VirtualService is bound to a Gateway of the ingress gateway");
     }
-    if vhosts.len() > 1 && mesh.local.gateway.hosts.iter().any(|h| h == "*") {
+    let wildcards = mesh
+        .local
+        .gateway
+        .hosts
+        .values()
+        .filter(|d| d.iter().any(|h| h == "*"))
+        .count();
+    if wildcards > 1 {
         bail!(
             "several gateway hosts cannot all be served for any Host locally (k8s/local/mesh.yaml gateway.hosts)"
         );

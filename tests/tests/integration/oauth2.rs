@@ -793,8 +793,19 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
     let mint = &cfg["mint"];
     let issuer = mint["issuer"].as_str().context("mint.issuer")?;
     let jwks_path = mint["jwks_path"].as_str().context("mint.jwks_path")?;
-    let redirect = cfg["redirect_uri"].as_str().context("redirect_uri")?;
-    let origin = redirect.split("/oauth2/").next().unwrap_or_default();
+    let audiences = mint["audiences"].clone();
+    // The gateway serves the JWKS at mint.jwks_path for every host it serves: istiod fetches it
+    // from one of the Gateway's plain-HTTP hosts (the in-cluster one).
+    let gateway = k8s::find(&k8s::dir().join("mesh/gateway.yaml"), "Gateway", "shop")?;
+    let http_hosts: Vec<String> = gateway["spec"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["port"]["protocol"] == "HTTP" && s["tls"]["httpsRedirect"] != true)
+        .flat_map(|s| s["hosts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|h| h.as_str().map(|h| h.rsplit('/').next().unwrap_or(h).to_owned()))
+        .collect();
+    assert!(!http_hosts.is_empty(), "a plain-HTTP gateway host for istiod");
     let file = k8s::dir().join("security/request-authentication.yaml");
     let docs = k8s::load(&file)?;
     let ras: Vec<&Value> = docs
@@ -804,10 +815,19 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
     assert!(ras.len() >= 2, "gateway and workloads");
     for ra in ras {
         let rules = ra["spec"]["jwtRules"].as_array().context("jwtRules")?;
+        let trusted = rules.iter().any(|r| {
+            let uri = r["jwksUri"].as_str().and_then(|u| url::Url::parse(u).ok());
+            r["issuer"] == issuer
+                && r["audiences"] == audiences
+                && uri.is_some_and(|u| {
+                    u.scheme() == "http"
+                        && u.path() == jwks_path
+                        && u.host_str().is_some_and(|h| http_hosts.iter().any(|x| x == h))
+                })
+        });
         assert!(
-            rules.iter().any(|r| r["issuer"] == issuer
-                && r["jwksUri"] == format!("{origin}{jwks_path}").as_str()),
-            "{} does not trust issuer {issuer} with JWKS {origin}{jwks_path}",
+            trusted,
+            "{} does not trust issuer {issuer} (audiences {audiences}) with the JWKS the gateway serves at {jwks_path} on {http_hosts:?}",
             ra["metadata"]["name"]
         );
     }

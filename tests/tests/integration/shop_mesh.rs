@@ -163,6 +163,7 @@ async fn the_shop_on_the_local_mesh() -> Result<()> {
     assert_eq!(journey["signedOut"], true, "{journey}");
 
     unauthenticated_api_calls_get_401(&base).await?;
+    the_gateway_serves_istiod_the_jwks_on_its_in_cluster_name(&mesh).await?;
     calls_the_policies_forbid_get_403(&mesh).await?;
     claim_headers_come_only_from_a_verified_token(&mesh).await?;
     ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(&mesh).await?;
@@ -221,6 +222,34 @@ async fn unauthenticated_api_calls_get_401(base: &str) -> Result<()> {
     // A browser is sent to sign in instead.
     let r = Agent::new().get(&format!("{base}/")).await?;
     assert_eq!(r.status, 302);
+    Ok(())
+}
+
+async fn the_gateway_serves_istiod_the_jwks_on_its_in_cluster_name(mesh: &Running) -> Result<()> {
+    // What istiod fetches for the RequestAuthentications' jwksUri, and inlines into every
+    // proxy's jwt_authn: the same document the local mesh inlined.
+    let http = Http::new(mesh.gateway_addr());
+    let host = [(
+        "host",
+        "istio-ingressgateway.istio-system.svc.cluster.local",
+    )];
+    let r = http.get("/.well-known/meshwright/jwks.json", &host).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let served = r.json()?;
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(
+        mesh.dir.join("store-0-sidecar/envoy.json"),
+    )?)?;
+    let inlined = config.to_string();
+    for key in served["keys"].as_array().context("keys")? {
+        let x = key["x"].as_str().context("x")?;
+        assert!(
+            inlined.contains(x),
+            "store's jwt_authn trusts the served key {key}"
+        );
+    }
+    // Nothing else is served on that host: without a session the OAuth2 filter answers 401,
+    // with one the route answers 404.
+    assert_eq!(http.get("/", &host).await?.status, 401);
     Ok(())
 }
 

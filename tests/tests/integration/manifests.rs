@@ -1,0 +1,170 @@
+//! The deployment's parts agree with each other: the identities the policies name exist, and
+//! the NetworkPolicies (L3/L4) allow exactly the calls the AuthorizationPolicies (L7) allow.
+
+use anyhow::{Context, Result};
+use meshwright_testbed::k8s;
+use meshwright_testbed::mesh::model::{Objects, helm_values, load_kustomization};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The app a principal stands for: `gateway`, or the `app` label of the workloads running as
+/// that service account.
+fn app_of_principal(objects: &Objects, gateway_sa: &str, principal: &str) -> Option<String> {
+    let (ns, sa) = principal
+        .strip_prefix("cluster.local/ns/")?
+        .split_once("/sa/")?;
+    if ns == "istio-system" && sa == gateway_sa {
+        return Some("gateway".into());
+    }
+    objects
+        .workloads
+        .iter()
+        .find(|w| w.namespace == ns && w.service_account == sa)
+        .and_then(|w| w.labels.get("app").cloned())
+}
+
+#[test]
+fn every_principal_the_policies_name_is_an_identity_that_exists() -> Result<()> {
+    let objects = Objects::load()?;
+    let gateway_sa = helm_values("gateway-values.yaml")?["serviceAccount"]["name"]
+        .as_str()
+        .context("gateway-values.yaml serviceAccount.name")?
+        .to_owned();
+    let mut named = 0;
+    for p in &objects.authorization_policies {
+        for rule in &p.spec.rules {
+            for from in &rule.from {
+                for principal in &from.source.principals {
+                    named += 1;
+                    assert!(
+                        app_of_principal(&objects, &gateway_sa, principal).is_some(),
+                        "AuthorizationPolicy {} names {principal}: neither the gateway's service account ({gateway_sa}, k8s/istio/gateway-values.yaml) nor a workload's",
+                        p.id()
+                    );
+                }
+            }
+        }
+    }
+    assert!(named > 5);
+    Ok(())
+}
+
+/// (caller app, callee app) pairs the AuthorizationPolicies allow.
+fn l7_pairs(objects: &Objects, gateway_sa: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for p in &objects.authorization_policies {
+        let Some(callee) = p
+            .spec
+            .selector
+            .as_ref()
+            .and_then(|s| s.match_labels.get("app"))
+        else {
+            continue;
+        };
+        for rule in &p.spec.rules {
+            for from in &rule.from {
+                for principal in &from.source.principals {
+                    if let Some(caller) = app_of_principal(objects, gateway_sa, principal) {
+                        out.insert((caller, callee.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn app_of_peer(peer: &Value) -> Option<String> {
+    let ns = &peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"];
+    if ns == "istio-system" && peer["podSelector"]["matchLabels"]["istio"] == "ingressgateway" {
+        return Some("gateway".into());
+    }
+    if ns.is_null() {
+        return peer["podSelector"]["matchLabels"]["app"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    None
+}
+
+fn ports(rule: &Value) -> BTreeSet<u64> {
+    rule["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["port"].as_u64())
+        .collect()
+}
+
+#[test]
+fn network_policies_allow_exactly_the_calls_authorization_policies_allow() -> Result<()> {
+    let objects = Objects::load()?;
+    let gateway_sa = helm_values("gateway-values.yaml")?["serviceAccount"]["name"]
+        .as_str()
+        .context("serviceAccount.name")?
+        .to_owned();
+    let docs = load_kustomization(&k8s::dir())?;
+    let nps: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["namespace"] == "ecommerce")
+        .collect();
+    let port_of_app = |app: &str| -> Option<u64> {
+        let w = objects
+            .workloads
+            .iter()
+            .find(|w| w.labels.get("app").map(String::as_str) == Some(app))?;
+        w.ports.values().next().map(|p| u64::from(*p))
+    };
+    // What each app's policies let in (from whom, on which ports) and out (to whom).
+    let mut ingress = BTreeSet::new();
+    let mut egress = BTreeSet::new();
+    for np in &nps {
+        let Some(app) = np["spec"]["podSelector"]["matchLabels"]["app"].as_str() else {
+            continue;
+        };
+        for rule in np["spec"]["ingress"].as_array().into_iter().flatten() {
+            for peer in rule["from"].as_array().into_iter().flatten() {
+                if let Some(from) = app_of_peer(peer) {
+                    for port in ports(rule) {
+                        ingress.insert((from.clone(), app.to_owned(), port));
+                    }
+                }
+            }
+        }
+        for rule in np["spec"]["egress"].as_array().into_iter().flatten() {
+            for peer in rule["to"].as_array().into_iter().flatten() {
+                if let Some(to) = app_of_peer(peer) {
+                    for port in ports(rule) {
+                        egress.insert((app.to_owned(), to.clone(), port));
+                    }
+                }
+            }
+        }
+    }
+    let mut l4 = BTreeSet::new();
+    for (from, to, port) in &ingress {
+        assert_eq!(
+            Some(*port),
+            port_of_app(to),
+            "NetworkPolicy lets {from} into {to} on {port}, not its container port"
+        );
+        // The gateway is in istio-system: its egress is not this namespace's to grant.
+        if from == "gateway" || egress.contains(&(from.clone(), to.clone(), *port)) {
+            l4.insert((from.clone(), to.clone()));
+        }
+    }
+    for (from, to, port) in &egress {
+        assert!(
+            ingress.contains(&(from.clone(), to.clone(), *port)),
+            "{from} may send to {to}:{port}, which does not let it in"
+        );
+    }
+    let l7 = l7_pairs(&objects, &gateway_sa);
+    assert_eq!(
+        l4, l7,
+        "NetworkPolicies (left) and AuthorizationPolicies (right) allow different calls"
+    );
+    assert!(l7.contains(&("store".into(), "invoice".into())));
+    assert!(!l7.contains(&("product".into(), "invoice".into())));
+    Ok(())
+}
