@@ -165,7 +165,8 @@ impl Envoy {
             .args(["-l", "info"])
             .envs(&opts.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            // Access logs to /dev/stdout (Istio's `envoy` provider) land in a file.
+            .stdout(File::create(dir.path().join("envoy.stdout"))?);
         if let Some(levels) = &opts.component_log_level {
             cmd.args(["--component-log-level", levels]);
         }
@@ -300,6 +301,11 @@ impl Envoy {
     /// The whole log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What Envoy wrote to stdout: its access logs to `/dev/stdout`.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.stdout")).unwrap_or_default()
     }
 
     /// The last lines of the log and of stderr (where Envoy reports config errors).

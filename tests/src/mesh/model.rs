@@ -48,6 +48,7 @@ pub struct Objects {
     pub request_authentications: Vec<Named<RequestAuthentication>>,
     pub peer_authentications: Vec<Named<PeerAuthentication>>,
     pub authorization_policies: Vec<Named<AuthorizationPolicy>>,
+    pub telemetries: Vec<Named<Telemetry>>,
 }
 
 /// An object's name and namespace with its spec.
@@ -85,7 +86,6 @@ const NOT_TRAFFIC: &[&str] = &[
     "ServiceAccount",
     "PodDisruptionBudget",
     "NetworkPolicy",
-    "Telemetry",
     "ConfigMap",
     "Secret",
     "PersistentVolumeClaim",
@@ -128,6 +128,7 @@ impl Objects {
                 "PeerAuthentication" => o
                     .peer_authentications
                     .push(named(&name, &namespace, spec, &id)?),
+                "Telemetry" => o.telemetries.push(named(&name, &namespace, spec, &id)?),
                 "AuthorizationPolicy" => o
                     .authorization_policies
                     .push(named(&name, &namespace, spec, &id)?),
@@ -743,4 +744,42 @@ pub fn helm_values(file: &str) -> Result<Value> {
     let path: PathBuf = crate::k8s::dir().join("istio").join(file);
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     yaml_serde::from_str(&text).with_context(|| path.display().to_string())
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    /// Istio's standard metrics: Envoy's own stats locally (admin `/stats/prometheus`).
+    #[serde(default)]
+    pub metrics: Vec<MetricsSpec>,
+    #[serde(default)]
+    pub access_logging: Vec<AccessLogging>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSpec {
+    pub providers: Vec<ProviderRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderRef {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogging {
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub filter: Option<LogFilter>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogFilter {
+    pub expression: String,
 }

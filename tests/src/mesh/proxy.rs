@@ -362,6 +362,68 @@ fn rbac(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> Resu
     authz::rbac_filters(&policies)
 }
 
+/// Istio's default text format of the built-in `envoy` access log provider.
+const ISTIO_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// Telemetry `accessLogging` → the HTTP connection manager's access logs: the narrowest
+/// Telemetry that applies (workload, else namespace, else root), the `envoy` provider as a file
+/// log to /dev/stdout in Istio's format, its `filter.expression` as a CEL filter.
+fn access_logs(
+    mesh: &Mesh,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<Value>> {
+    let root = crate::wasmplugin::ROOT_NAMESPACE;
+    let best = mesh
+        .objects
+        .telemetries
+        .iter()
+        .filter(|t| {
+            model::policy_applies(&t.namespace, t.spec.selector.as_ref(), namespace, labels)
+        })
+        .min_by_key(|t| {
+            if t.spec.selector.is_some() {
+                0
+            } else if t.namespace == namespace {
+                1
+            } else if t.namespace == root {
+                2
+            } else {
+                3
+            }
+        });
+    let mut out = Vec::new();
+    for logging in best.iter().flat_map(|t| &t.spec.access_logging) {
+        for provider in &logging.providers {
+            if provider.name != "envoy" {
+                bail!(
+                    "Telemetry access log provider {} is not translated locally",
+                    provider.name
+                );
+            }
+            let mut log = json!({
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": "/dev/stdout",
+                    "log_format": {"text_format_source": {"inline_string": ISTIO_LOG_FORMAT}},
+                },
+            });
+            if let Some(f) = &logging.filter {
+                log["filter"] = json!({"extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                        "expression": f.expression,
+                    },
+                }});
+            }
+            out.push(log);
+        }
+    }
+    Ok(out)
+}
+
 /// The sidecar of one instance.
 pub fn sidecar(mesh: &Mesh, plan: &Plan, inst: &Instance) -> Result<Value> {
     let w: &Workload = mesh.workload(&inst.workload)?;
@@ -385,7 +447,9 @@ pub fn sidecar(mesh: &Mesh, plan: &Plan, inst: &Instance) -> Result<Value> {
         jwt_filter(mesh, ns, &w.labels)?,
         rbac(mesh, ns, &w.labels)?,
     );
+    let logs = access_logs(mesh, ns, &w.labels)?;
     let mut extra = path_normalization()?;
+    extra["access_log"] = json!(logs);
     extra["forward_client_cert_details"] = json!("APPEND_FORWARD");
     extra["set_current_client_cert_details"] = json!({"subject": true, "uri": true, "dns": true});
     let inbound_hcm = hcm(
@@ -447,7 +511,7 @@ pub fn sidecar(mesh: &Mesh, plan: &Plan, inst: &Instance) -> Result<Value> {
     let outbound = json!({
         "name": "outbound",
         "address": socket(&inst.outbound_bind),
-        "filter_chains": [{"filters": [hcm("outbound", vhosts, outbound_filters, json!({}))]}],
+        "filter_chains": [{"filters": [hcm("outbound", vhosts, outbound_filters, json!({"access_log": logs}))]}],
     });
 
     let mut all_clusters = vec![clusters::cluster(
@@ -552,6 +616,7 @@ pub fn gateway(mesh: &Mesh, plan: &Plan) -> Result<Value> {
     );
     let mut extra = path_normalization()?;
     extra["use_remote_address"] = json!(true);
+    extra["access_log"] = json!(access_logs(mesh, ns, &labels)?);
     let listener = json!({
         "name": "gateway",
         "address": socket(&plan.gateway_bind),

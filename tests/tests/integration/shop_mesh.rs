@@ -166,6 +166,7 @@ async fn the_shop_on_the_local_mesh() -> Result<()> {
     the_gateway_serves_istiod_the_jwks_on_its_in_cluster_name(&mesh).await?;
     calls_the_policies_forbid_get_403(&mesh).await?;
     claim_headers_come_only_from_a_verified_token(&mesh).await?;
+    failed_and_slow_requests_are_logged_and_fast_successes_are_not(&mesh).await?;
     ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(&mesh).await?;
     bad_input_gets_a_problem_not_a_crash(&mesh).await?;
     a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(&mut mesh).await?;
@@ -357,6 +358,66 @@ async fn claim_headers_come_only_from_a_verified_token(mesh: &Running) -> Result
         "a claimed x-jwt-sub was believed: {seen:?}"
     );
     assert!(seen.is_empty());
+    Ok(())
+}
+
+async fn failed_and_slow_requests_are_logged_and_fast_successes_are_not(
+    mesh: &Running,
+) -> Result<()> {
+    use hyper::Method;
+    // k8s/monitoring/telemetry.yaml: access logs for >= 400, no response, or over 2 s.
+    let token = mesh.mesh.mint_token("alice", &json!({}))?;
+    let bearer = format!("Bearer {token}");
+    let call = |path: &'static str, extra: Vec<(&'static str, String)>| {
+        let bearer = bearer.clone();
+        async move {
+            let mut headers: Vec<(&str, &str)> = vec![("authorization", bearer.as_str())];
+            headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+            from_workload(mesh, "store-0", Method::GET, PRODUCT, path, &headers, "").await
+        }
+    };
+    assert_eq!(call("/api/products?probe=fast", vec![]).await?.status, 200);
+    assert_eq!(
+        call("/api/products/99999?probe=missing", vec![])
+            .await?
+            .status,
+        404
+    );
+    // 2.5 s, by a signed fault header (the fault filter's header control) at product's sidecar.
+    let key = mesh
+        .mesh
+        .overlay
+        .host_env
+        .get("MESHWRIGHT_FAULT_SIGNING_KEY")
+        .cloned()
+        .unwrap_or_default();
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 60;
+    let signature = meshwright_fault::control::sign(
+        key.as_bytes(),
+        expiry,
+        [None, None, None, Some("2500"), None],
+    );
+    let started = Instant::now();
+    let slow = call(
+        "/api/products?probe=slow",
+        vec![
+            (meshwright_fault::control::DELAY, "2500".to_owned()),
+            (meshwright_fault::control::SIGNATURE, signature),
+        ],
+    )
+    .await?;
+    assert_eq!(slow.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(2500), "delayed");
+    let sidecar = mesh.sidecar("store-0")?;
+    let log = eventually(Duration::from_secs(10), "store's access log", || async {
+        let out = sidecar.stdout();
+        Ok((out.contains("probe=slow") && out.contains("probe=missing")).then_some(out))
+    })
+    .await?;
+    assert!(!log.contains("probe=fast"), "a fast 200 was logged:\n{log}");
     Ok(())
 }
 
