@@ -87,10 +87,11 @@ step "render: $kubectl kustomize k8s"
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 group = lambda d: str(d.get("apiVersion", "")).split("/")[0]
-core = [d for d in docs if not (group(d) == "istio.io" or group(d).endswith(".istio.io"))]
+crd = lambda g: g == "istio.io" or g.endswith(".istio.io") or g.endswith("cert-manager.io")
+core = [d for d in docs if not crd(group(d))]
 with open(sys.argv[2], "w") as f:
     yaml.safe_dump_all(core, f, sort_keys=False)
-print(f"{len(docs)} objects: {len(core)} core, {len(docs) - len(core)} Istio")
+print(f"{len(docs)} objects: {len(core)} core, {len(docs) - len(core)} Istio and cert-manager")
 EOF
 passed=$((passed + 1))
 
@@ -112,7 +113,7 @@ core_validate "$out/core.yaml" || die "core validation"
 echo "ok"
 passed=$((passed + 1))
 
-step "Istio objects: @kubernetes-models/istio + unknown-field check"
+step "Istio and cert-manager objects: @kubernetes-models/istio, /cert-manager + unknown-field check"
 node "$here/validate-istio.mjs" "$out/rendered.yaml" "${extra[@]}" || die "Istio validation"
 passed=$((passed + 1))
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Validate Istio resources offline.
+// Validate Istio and cert-manager resources offline.
 //
 //   node k8s/validate/validate-istio.mjs FILE...
 //
 // Every YAML document of API group *.istio.io is checked with the
 // matching @kubernetes-models/istio class (generated from Istio 1.29's CRD
-// schemas). Documents of other API groups are skipped. An Istio apiVersion/kind
-// that the library does not know is an error.
+// schemas), every one of *cert-manager.io with @kubernetes-models/cert-manager
+// 6.0.0 (its schemas have Certificate nameConstraints, otherNames and
+// signatureAlgorithm: cert-manager 1.18 or newer). Documents of other API groups
+// are skipped. An apiVersion/kind of these groups that the library does not know
+// is an error.
 //
 // Strictness: the library's compiled schemas carry no `additionalProperties:
 // false`, so they accept unknown fields (a typo such as `phasee:` passes).
@@ -23,25 +26,29 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import * as istio from "@kubernetes-models/istio";
+import * as certManager from "@kubernetes-models/cert-manager/cert-manager.io/v1";
 
-// API group istio.io or *.istio.io (networking, security, telemetry, extensions, ...).
-function isIstio(doc) {
+// API group istio.io or *.istio.io (networking, security, telemetry, extensions, ...), or
+// cert-manager's.
+function isChecked(doc) {
   const group = typeof doc.apiVersion === "string" ? doc.apiVersion.split("/")[0] : "";
-  return group === "istio.io" || group.endsWith(".istio.io");
+  return group === "istio.io" || group.endsWith(".istio.io") || group.endsWith("cert-manager.io");
 }
 
-// "group/version/Kind" -> model class, built from the library's exports.
+// "group/version/Kind" -> model class, built from the libraries' exports.
 function buildRegistry() {
   const registry = new Map();
+  const add = (cls) => {
+    if (typeof cls === "function" && cls.apiVersion && cls.kind) {
+      registry.set(`${cls.apiVersion}/${cls.kind}`, cls);
+    }
+  };
   for (const group of Object.values(istio)) {
     for (const version of Object.values(group)) {
-      for (const cls of Object.values(version)) {
-        if (typeof cls === "function" && cls.apiVersion && cls.kind) {
-          registry.set(`${cls.apiVersion}/${cls.kind}`, cls);
-        }
-      }
+      Object.values(version).forEach(add);
     }
   }
+  Object.values(certManager).forEach(add);
   return registry;
 }
 
@@ -84,7 +91,7 @@ function unknownFields(obj, reads, path = "") {
 
 function validateDoc(registry, doc) {
   const cls = registry.get(`${doc.apiVersion}/${doc.kind}`);
-  if (!cls) return `unknown Istio apiVersion/kind ${doc.apiVersion} ${doc.kind}`;
+  if (!cls) return `unknown apiVersion/kind ${doc.apiVersion} ${doc.kind}`;
   const model = new cls(doc);
   try {
     model.validate();
@@ -123,7 +130,7 @@ function main(files) {
       }
       const doc = parsed.toJS();
       if (!doc) continue; // empty document
-      if (!isIstio(doc)) continue;
+      if (!isChecked(doc)) continue;
       const ns = doc.metadata?.namespace ? `${doc.metadata.namespace}/` : "";
       const label = `${doc.kind}/${ns}${doc.metadata?.name ?? "?"}`;
       const error = validateDoc(registry, doc);
@@ -136,7 +143,7 @@ function main(files) {
       }
     }
   }
-  console.log(`istio: ${passed} passed, ${failed} failed`);
+  console.log(`istio + cert-manager: ${passed} passed, ${failed} failed`);
   return failed ? 1 : 0;
 }
 

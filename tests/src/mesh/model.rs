@@ -89,6 +89,9 @@ const NOT_TRAFFIC: &[&str] = &[
     "ConfigMap",
     "Secret",
     "PersistentVolumeClaim",
+    "Certificate",
+    "ClusterIssuer",
+    "Issuer",
 ];
 
 impl Objects {
