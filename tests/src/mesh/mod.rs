@@ -283,6 +283,37 @@ impl Mesh {
         ))
     }
 
+    /// The variant the gateway's A/B filter assigns user `sub` in `experiment` (its own
+    /// bucketing code on the config it runs with), `None` outside the experiment's coverage.
+    pub fn ab_assignment(&self, experiment: &str, sub: &str) -> Result<Option<String>> {
+        for p in crate::wasmplugin::chain(
+            &self.plugins,
+            &crate::render::gateway_labels(),
+            crate::wasmplugin::WorkloadMode::Client,
+            0,
+        ) {
+            let cfg = p.plugin_config();
+            let ab = match p.spec.plugin_name.as_deref() {
+                Some("ab") => cfg,
+                Some(crate::forms::BUNDLE_PLUGIN_NAME) if cfg.get("ab").is_some() => {
+                    cfg["ab"].clone()
+                }
+                _ => continue,
+            };
+            let config = meshwright_ab::config::AbConfig::from_json(ab.to_string().as_bytes())
+                .map_err(|e| anyhow::anyhow!("the gateway's A/B config: {e}"))?;
+            let e = config
+                .experiments
+                .iter()
+                .find(|e| e.name == experiment)
+                .with_context(|| format!("no experiment {experiment} at the gateway"))?;
+            return Ok(meshwright_ab::bucket::choose(e, sub)
+                .and_then(|i| e.variants.get(i))
+                .map(|v| v.name.clone()));
+        }
+        bail!("no A/B filter at the gateway")
+    }
+
     pub fn workload(&self, name: &str) -> Result<&Workload> {
         self.objects
             .workloads

@@ -89,6 +89,21 @@ async fn from_workload(
 const INVOICE: &str = "invoice.ecommerce.svc.cluster.local:8082";
 const PRODUCT: &str = "product.ecommerce.svc.cluster.local:8081";
 
+/// The first of `user-0`, `user-1`, … whose A/B assignment at the gateway satisfies `want`.
+fn first_user(
+    mesh: &Running,
+    want: impl Fn(Option<&str>) -> bool,
+) -> Result<(String, Option<String>)> {
+    for i in 0..1000 {
+        let user = format!("user-{i}");
+        let v = mesh.mesh.ab_assignment("product", &user)?;
+        if want(v.as_deref()) {
+            return Ok((user, v));
+        }
+    }
+    bail!("no such user among 1000")
+}
+
 /// Polls `f` until it returns `Some`, for at most `limit`.
 async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> Result<T>
 where
@@ -168,6 +183,7 @@ async fn the_shop_on_the_local_mesh() -> Result<()> {
     claim_headers_come_only_from_a_verified_token(&mesh).await?;
     failed_and_slow_requests_are_logged_and_fast_successes_are_not(&mesh).await?;
     ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(&mesh).await?;
+    users_outside_the_experiment_get_the_weighted_canary(&mesh).await?;
     bad_input_gets_a_problem_not_a_crash(&mesh).await?;
     a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(&mut mesh).await?;
     no_committed_order_is_lost_when_a_service_restarts(&mut mesh).await?;
@@ -425,9 +441,16 @@ async fn ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(
     mesh: &Running,
 ) -> Result<()> {
     let base = base(mesh);
-    let agent = signed_in(mesh, "dave").await?;
+    // A user in the experiment (outside its coverage the canary route decides per request).
+    let (user, assigned) = first_user(mesh, |v| v.is_some())?;
+    let agent = signed_in(mesh, &user).await?;
     let first = agent.get(&format!("{base}/")).await?;
     let natural = variant_of(&first).context("no data-variant on the catalogue")?;
+    assert_eq!(
+        Some(natural.as_str()),
+        assigned.as_deref(),
+        "{user}: the variant the A/B filter's own bucketing gives"
+    );
     for _ in 0..5 {
         let again = agent.get(&format!("{base}/")).await?;
         assert_eq!(
@@ -465,6 +488,58 @@ async fn ab_assignment_is_sticky_and_a_signed_override_moves_a_user_to_v2(
             variant_of(&spoofed).as_deref(),
             Some("v1"),
             "client header ignored"
+        );
+    }
+    Ok(())
+}
+
+async fn users_outside_the_experiment_get_the_weighted_canary(mesh: &Running) -> Result<()> {
+    use hyper::Method;
+    // store's calls for users outside the experiment's coverage carry no x-ab-product (ab-mesh
+    // recomputes the assignment from the token and finds none): the VirtualService's weighted
+    // canary sends 5 % of those requests to v2. Users in the experiment always get theirs.
+    let (mut outside, mut in_v2) = (Vec::new(), Vec::new());
+    for i in 0..5000 {
+        let user = format!("canary-{i}");
+        match mesh.mesh.ab_assignment("product", &user)?.as_deref() {
+            None if outside.len() < 400 => outside.push(user),
+            Some("v2") if in_v2.len() < 20 => in_v2.push(user),
+            _ => {}
+        }
+        if outside.len() == 400 && in_v2.len() == 20 {
+            break;
+        }
+    }
+    let variant_for = |user: String| async move {
+        let token = mesh.mesh.mint_token(&user, &json!({}))?;
+        let bearer = format!("Bearer {token}");
+        let r = from_workload(
+            mesh,
+            "store-0",
+            Method::GET,
+            PRODUCT,
+            "/api/products/1",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await?;
+        ensure!(r.status == 200, "{}", r.text());
+        Ok::<String, anyhow::Error>(r.header("x-shop-variant").unwrap_or_default().to_owned())
+    };
+    let mut v2 = 0;
+    for user in outside {
+        if variant_for(user).await? == "v2" {
+            v2 += 1;
+        }
+    }
+    let bounds = meshwright_testbed::load::Bounds::binomial(400, 0.05, 3.0);
+    eprintln!("canary: {v2} of 400 requests of users outside the experiment went to v2 ({bounds})");
+    assert!(bounds.contains(v2), "{v2} of 400 to v2: {bounds}");
+    for user in in_v2 {
+        assert_eq!(
+            variant_for(user).await?,
+            "v2",
+            "in the experiment: always v2"
         );
     }
     Ok(())
@@ -522,16 +597,8 @@ async fn a_stopped_product_instance_is_ejected_and_the_shop_keeps_working(
 ) -> Result<()> {
     let base = base(mesh);
     // A user the catalogue serves from v1.
-    let mut v1_user = None;
-    for user in ["frank", "grace", "heidi", "ivan", "judy"] {
-        let agent = signed_in(mesh, user).await?;
-        let page = agent.get(&format!("{base}/")).await?;
-        if variant_of(&page).as_deref() == Some("v1") {
-            v1_user = Some(agent);
-            break;
-        }
-    }
-    let agent = v1_user.context("none of five users is in v1 (90 % each)")?;
+    let (user, _) = first_user(mesh, |v| v == Some("v1"))?;
+    let agent = signed_in(mesh, &user).await?;
     mesh.kill_app("product-v1-0")?;
     for i in 0..20 {
         let page = agent.get(&format!("{base}/")).await?;
