@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rusqlite::Connection;
+use rusqlite::{Connection, Row, ToSql};
+
+use crate::http::Paging;
 
 /// A shared handle to the database.
 #[derive(Clone)]
@@ -100,13 +102,29 @@ impl Db {
     }
 }
 
-/// Reads one row, mapping "no rows" to `None`.
-pub fn optional<T>(result: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-        Err(e) => Err(e),
-    }
+/// One page of a listing, and how many rows all its pages hold. `count_sql` counts the rows
+/// that `select_sql` (ending in its `ORDER BY`) lists; both take the filter's parameters
+/// `filter` as `?1`, `?2`, …. `LIMIT` and `OFFSET` are appended to `select_sql` as the next two
+/// parameters.
+pub fn page<T>(
+    conn: &Connection,
+    count_sql: &str,
+    select_sql: &str,
+    filter: &[&dyn ToSql],
+    paging: Paging,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(Vec<T>, i64)> {
+    let total: i64 = conn.query_row(count_sql, filter, |r| r.get(0))?;
+    let n = filter.len();
+    let mut stmt = conn.prepare(&format!("{select_sql} LIMIT ?{} OFFSET ?{}", n + 1, n + 2))?;
+    let offset = paging.offset();
+    let mut values = filter.to_vec();
+    values.push(&paging.size);
+    values.push(&offset);
+    let items = stmt
+        .query_map(values.as_slice(), row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((items, total))
 }
 
 #[cfg(test)]
@@ -141,5 +159,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+    }
+
+    #[test]
+    fn pages_count_all_rows_and_list_one_page() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (x INTEGER NOT NULL, owner TEXT NOT NULL);
+             INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, 'a'), (4, 'b');",
+        )
+        .unwrap();
+        let x = |r: &Row<'_>| r.get::<_, i64>(0);
+        let (items, total) = page(
+            &conn,
+            "SELECT COUNT(*) FROM t WHERE owner = ?1",
+            "SELECT x FROM t WHERE owner = ?1 ORDER BY x DESC",
+            rusqlite::params!["a"],
+            Paging { page: 1, size: 2 },
+            x,
+        )
+        .unwrap();
+        assert_eq!((items, total), (vec![1], 3));
+        let (items, total) = page(
+            &conn,
+            "SELECT COUNT(*) FROM t",
+            "SELECT x FROM t ORDER BY x",
+            rusqlite::params![],
+            Paging { page: 0, size: 3 },
+            x,
+        )
+        .unwrap();
+        assert_eq!((items, total), (vec![1, 2, 3], 4));
     }
 }

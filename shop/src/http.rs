@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use rusqlite::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::db::Db;
 use crate::log::{Level, Logger};
 use crate::metrics::Metrics;
 
@@ -355,6 +357,47 @@ pub fn list<T: Serialize>(items: &[T], total: i64) -> Response {
         axum::Json(items),
     )
         .into_response()
+}
+
+/// The answer to a POST: 201 with the resource it `created`, else 200 with the one an earlier
+/// request made (an idempotent repeat); `location` is the resource's URL path.
+pub fn posted<T: Serialize>(created: bool, location: &str, body: &T) -> Result<Response, Problem> {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = HeaderValue::from_str(location).map_err(Problem::internal)?;
+    Ok((status, [(LOCATION, location)], axum::Json(body)).into_response())
+}
+
+/// Answers a list route: `read` (on the database's thread) gives one page and the total count.
+pub async fn get_list<T, F>(db: &Db, read: F) -> Result<Response, Problem>
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<(Vec<T>, i64)> + Send + 'static,
+{
+    let (items, total) = db
+        .call(move |conn| -> Result<_, Problem> { Ok(read(conn)?) })
+        .await?;
+    Ok(list(&items, total))
+}
+
+/// Answers a `…/{id}` route: the JSON of what `read` (on the database's thread) finds, else the
+/// 404 problem "`what` `id` does not exist". Where rows belong to users, `read` looks only among
+/// the caller's: someone else's row is as absent as a missing one.
+pub async fn get_one<T, F>(db: &Db, what: &str, id: i64, read: F) -> Result<Response, Problem>
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<Option<T>> + Send + 'static,
+{
+    let found = db
+        .call(move |conn| -> Result<_, Problem> { Ok(read(conn)?) })
+        .await?;
+    match found {
+        Some(item) => Ok(axum::Json(item).into_response()),
+        None => Err(Problem::not_found(format!("{what} {id} does not exist"))),
+    }
 }
 
 /// State of the [`observe`] middleware.

@@ -10,21 +10,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::db::optional;
 use crate::http::{self, Id, JsonBody, Params, Problem, User};
 use crate::metrics::Sample;
 use crate::outbox::{self, Handler, Message, Worker};
 use crate::server::{App, Common};
-use crate::{text, time};
+use crate::{db, text, time};
 
 /// The outbox topic of invoice's notifications.
 pub const TOPIC: &str = "notification.send";
@@ -197,11 +194,13 @@ pub fn create(
     now_ms: i64,
 ) -> Result<(InvoiceJson, bool), Problem> {
     let tx = conn.transaction()?;
-    let existing = optional(tx.query_row(
-        &format!("{INVOICE_SELECT} WHERE i.order_id = ?1"),
-        [n.order_id],
-        invoice_row,
-    ))?;
+    let existing = tx
+        .query_row(
+            &format!("{INVOICE_SELECT} WHERE i.order_id = ?1"),
+            [n.order_id],
+            invoice_row,
+        )
+        .optional()?;
     if let Some(found) = existing {
         let same = found.customer == n.customer
             && found.payment_amount_cents == n.amount_cents
@@ -329,19 +328,12 @@ struct InvoiceState {
 }
 
 pub fn app(common: &Common) -> App {
-    let wake = Arc::new(Notify::new());
-    let worker = Worker {
-        db: common.db.clone(),
-        client: common.client.clone(),
-        logger: common.logger.clone(),
-        metrics: Arc::clone(&common.metrics),
-        handler: Arc::new(NotifyHandler {
+    let worker = Worker::new(
+        common,
+        Arc::new(NotifyHandler {
             url: common.config.notification_url.join("/api/notifications"),
         }),
-        interval: common.config.outbox_interval,
-        max_backoff: common.config.outbox_max_backoff,
-        wake: Arc::clone(&wake),
-    };
+    );
     let router = Router::new()
         .route("/api/invoices", get(list_invoices).post(post_invoice))
         .route("/api/invoices/{id}", get(get_invoice))
@@ -350,7 +342,7 @@ pub fn app(common: &Common) -> App {
         .fallback(http::not_found)
         .with_state(InvoiceState {
             common: common.clone(),
-            wake,
+            wake: Arc::clone(&worker.wake),
         });
     App {
         router,
@@ -382,7 +374,7 @@ async fn post_invoice(
         .db
         .call(move |conn| create(conn, &new, time::now_ms()))
         .await?;
-    let status = if created {
+    if created {
         s.wake.notify_one();
         s.common.logger.info(
             "invoice issued",
@@ -391,13 +383,8 @@ async fn post_invoice(
                 ("order_id", json!(invoice.order_id)),
             ],
         );
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let location = HeaderValue::from_str(&format!("/api/invoices/{}", invoice.id))
-        .map_err(Problem::internal)?;
-    Ok((status, [(LOCATION, location)], axum::Json(invoice)).into_response())
+    }
+    http::posted(created, &format!("/api/invoices/{}", invoice.id), &invoice)
 }
 
 async fn list_invoices(
@@ -407,29 +394,18 @@ async fn list_invoices(
 ) -> Result<Response, Problem> {
     let paging = params.paging()?;
     let order = params.id("orderId")?;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            let filter = "i.customer = ?1 AND (?2 IS NULL OR i.order_id = ?2)";
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM invoices i WHERE {filter}"),
-                params![user.sub, order],
-                |r| r.get(0),
-            )?;
-            let mut stmt = conn.prepare(&format!(
-                "{INVOICE_SELECT} WHERE {filter} ORDER BY i.id DESC LIMIT ?3 OFFSET ?4"
-            ))?;
-            let items = stmt
-                .query_map(
-                    params![user.sub, order, paging.size, paging.offset()],
-                    invoice_row,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((items, total))
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        let filter = "i.customer = ?1 AND (?2 IS NULL OR i.order_id = ?2)";
+        db::page(
+            conn,
+            &format!("SELECT COUNT(*) FROM invoices i WHERE {filter}"),
+            &format!("{INVOICE_SELECT} WHERE {filter} ORDER BY i.id DESC"),
+            params![user.sub, order],
+            paging,
+            invoice_row,
+        )
+    })
+    .await
 }
 
 async fn get_invoice(
@@ -437,20 +413,15 @@ async fn get_invoice(
     User(user): User,
     Id(id): Id,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(optional(conn.query_row(
-                &format!("{INVOICE_SELECT} WHERE i.id = ?1 AND i.customer = ?2"),
-                params![id, user.sub],
-                invoice_row,
-            ))?)
-        })
-        .await?;
-    found
-        .map(|i| axum::Json(i).into_response())
-        .ok_or_else(|| Problem::not_found(format!("invoice {id} does not exist")))
+    http::get_one(&s.common.db, "invoice", id, move |conn| {
+        conn.query_row(
+            &format!("{INVOICE_SELECT} WHERE i.id = ?1 AND i.customer = ?2"),
+            params![id, user.sub],
+            invoice_row,
+        )
+        .optional()
+    })
+    .await
 }
 
 const SHIPMENT_SELECT: &str = "SELECT s.id, s.tracking_code, s.date, s.details, s.invoice_id
@@ -472,29 +443,18 @@ async fn list_shipments(
     params: Params,
 ) -> Result<Response, Problem> {
     let paging = params.paging()?;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            let total: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM shipments s JOIN invoices i ON i.id = s.invoice_id
-                 WHERE i.customer = ?1",
-                [&user.sub],
-                |r| r.get(0),
-            )?;
-            let mut stmt = conn.prepare(&format!(
-                "{SHIPMENT_SELECT} WHERE i.customer = ?1 ORDER BY s.id DESC LIMIT ?2 OFFSET ?3"
-            ))?;
-            let items = stmt
-                .query_map(
-                    params![user.sub, paging.size, paging.offset()],
-                    shipment_row,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((items, total))
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        db::page(
+            conn,
+            "SELECT COUNT(*) FROM shipments s JOIN invoices i ON i.id = s.invoice_id
+             WHERE i.customer = ?1",
+            &format!("{SHIPMENT_SELECT} WHERE i.customer = ?1 ORDER BY s.id DESC"),
+            params![user.sub],
+            paging,
+            shipment_row,
+        )
+    })
+    .await
 }
 
 async fn get_shipment(
@@ -502,20 +462,15 @@ async fn get_shipment(
     User(user): User,
     Id(id): Id,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(optional(conn.query_row(
-                &format!("{SHIPMENT_SELECT} WHERE s.id = ?1 AND i.customer = ?2"),
-                params![id, user.sub],
-                shipment_row,
-            ))?)
-        })
-        .await?;
-    found
-        .map(|sh| axum::Json(sh).into_response())
-        .ok_or_else(|| Problem::not_found(format!("shipment {id} does not exist")))
+    http::get_one(&s.common.db, "shipment", id, move |conn| {
+        conn.query_row(
+            &format!("{SHIPMENT_SELECT} WHERE s.id = ?1 AND i.customer = ?2"),
+            params![id, user.sub],
+            shipment_row,
+        )
+        .optional()
+    })
+    .await
 }
 
 #[cfg(test)]

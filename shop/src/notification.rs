@@ -4,19 +4,16 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::db::optional;
 use crate::http::{self, Id, JsonBody, Params, Problem, User};
 use crate::metrics::Sample;
 use crate::server::{App, Common};
-use crate::{text, time};
+use crate::{db, text, time};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -106,11 +103,13 @@ pub fn create(
     now_ms: i64,
 ) -> Result<(NotificationJson, bool), Problem> {
     let tx = conn.transaction()?;
-    let existing = optional(tx.query_row(
-        &format!("SELECT {COLUMNS} FROM notifications WHERE key = ?1"),
-        [&n.key],
-        row,
-    ))?;
+    let existing = tx
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM notifications WHERE key = ?1"),
+            [&n.key],
+            row,
+        )
+        .optional()?;
     if let Some(found) = existing {
         let same = found.user_id == n.user_id
             && found.format == n.format
@@ -208,14 +207,11 @@ async fn post(
             ],
         );
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let location = HeaderValue::from_str(&format!("/api/notifications/{}", notification.id))
-        .map_err(Problem::internal)?;
-    Ok((status, [(LOCATION, location)], axum::Json(notification)).into_response())
+    http::posted(
+        created,
+        &format!("/api/notifications/{}", notification.id),
+        &notification,
+    )
 }
 
 async fn list(
@@ -225,27 +221,18 @@ async fn list(
 ) -> Result<Response, Problem> {
     let paging = params.paging()?;
     let order = params.id("orderId")?;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            let filter = "user_id = ?1 AND (?2 IS NULL OR order_id = ?2)";
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM notifications WHERE {filter}"),
-                params![user.sub, order],
-                |r| r.get(0),
-            )?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE {filter} ORDER BY id DESC
-                 LIMIT ?3 OFFSET ?4"
-            ))?;
-            let items = stmt
-                .query_map(params![user.sub, order, paging.size, paging.offset()], row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((items, total))
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        let filter = "user_id = ?1 AND (?2 IS NULL OR order_id = ?2)";
+        db::page(
+            conn,
+            &format!("SELECT COUNT(*) FROM notifications WHERE {filter}"),
+            &format!("SELECT {COLUMNS} FROM notifications WHERE {filter} ORDER BY id DESC"),
+            params![user.sub, order],
+            paging,
+            row,
+        )
+    })
+    .await
 }
 
 async fn get_one(
@@ -253,21 +240,15 @@ async fn get_one(
     User(user): User,
     Id(id): Id,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(optional(conn.query_row(
-                &format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND user_id = ?2"),
-                params![id, user.sub],
-                row,
-            ))?)
-        })
-        .await?;
-    // Someone else's notification is as absent as a missing one.
-    found
-        .map(|n| axum::Json(n).into_response())
-        .ok_or_else(|| Problem::not_found(format!("notification {id} does not exist")))
+    http::get_one(&s.common.db, "notification", id, move |conn| {
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1 AND user_id = ?2"),
+            params![id, user.sub],
+            row,
+        )
+        .optional()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::db::Db;
 use crate::http::X_REQUEST_ID;
 use crate::log::Logger;
 use crate::metrics::{Metrics, Sample};
+use crate::server::Common;
 use crate::{rand, time};
 
 /// The outbox table; part of each outbox user's schema.
@@ -229,6 +230,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 impl Worker {
+    /// The worker of a service's outbox for `handler`'s topic, with its own wake-up.
+    pub fn new(common: &Common, handler: Arc<dyn Handler>) -> Worker {
+        Worker {
+            db: common.db.clone(),
+            client: common.client.clone(),
+            logger: common.logger.clone(),
+            metrics: Arc::clone(&common.metrics),
+            handler,
+            interval: common.config.outbox_interval,
+            max_backoff: common.config.outbox_max_backoff,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
     pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(self.run(stop))
     }

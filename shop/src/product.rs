@@ -6,13 +6,13 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use crate::config::Variant;
-use crate::db::optional;
+use crate::db;
 use crate::http::{self, Id, Params, Problem, X_SHOP_VARIANT};
 use crate::metrics::Sample;
 use crate::server::{App, Common};
@@ -344,48 +344,31 @@ async fn list_products(State(s): State<ProductState>, params: Params) -> Result<
     let paging = params.paging()?;
     let category = params.id("categoryId")?;
     let variant = s.common.config.variant;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            let total: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM products WHERE (?1 IS NULL OR category_id = ?1)",
-                [category],
-                |r| r.get(0),
-            )?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products WHERE (?1 IS NULL OR category_id = ?1)
-                 ORDER BY id LIMIT ?2 OFFSET ?3"
-            ))?;
-            let items = stmt
-                .query_map(
-                    params![category, paging.size, paging.offset()],
-                    product_row(variant),
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((items, total))
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        let filter = "(?1 IS NULL OR category_id = ?1)";
+        db::page(
+            conn,
+            &format!("SELECT COUNT(*) FROM products WHERE {filter}"),
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE {filter} ORDER BY id"),
+            params![category],
+            paging,
+            product_row(variant),
+        )
+    })
+    .await
 }
 
 async fn get_product(State(s): State<ProductState>, Id(id): Id) -> Result<Response, Problem> {
     let variant = s.common.config.variant;
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(optional(conn.query_row(
-                &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?1"),
-                [id],
-                product_row(variant),
-            ))?)
-        })
-        .await?;
-    match found {
-        Some(p) => Ok(axum::Json(p).into_response()),
-        None => Err(Problem::not_found(format!("product {id} does not exist"))),
-    }
+    http::get_one(&s.common.db, "product", id, move |conn| {
+        conn.query_row(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?1"),
+            [id],
+            product_row(variant),
+        )
+        .optional()
+    })
+    .await
 }
 
 fn category_row(r: &Row<'_>) -> rusqlite::Result<CategoryJson> {
@@ -401,40 +384,29 @@ async fn list_categories(
     params: Params,
 ) -> Result<Response, Problem> {
     let paging = params.paging()?;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            let total: i64 =
-                conn.query_row("SELECT COUNT(*) FROM product_categories", [], |r| r.get(0))?;
-            let mut stmt = conn.prepare(
-                "SELECT id, name, description FROM product_categories ORDER BY id LIMIT ?1 OFFSET ?2",
-            )?;
-            let items = stmt
-                .query_map(params![paging.size, paging.offset()], category_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((items, total))
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        db::page(
+            conn,
+            "SELECT COUNT(*) FROM product_categories",
+            "SELECT id, name, description FROM product_categories ORDER BY id",
+            params![],
+            paging,
+            category_row,
+        )
+    })
+    .await
 }
 
 async fn get_category(State(s): State<ProductState>, Id(id): Id) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(optional(conn.query_row(
-                "SELECT id, name, description FROM product_categories WHERE id = ?1",
-                [id],
-                category_row,
-            ))?)
-        })
-        .await?;
-    match found {
-        Some(c) => Ok(axum::Json(c).into_response()),
-        None => Err(Problem::not_found(format!("category {id} does not exist"))),
-    }
+    http::get_one(&s.common.db, "category", id, move |conn| {
+        conn.query_row(
+            "SELECT id, name, description FROM product_categories WHERE id = ?1",
+            [id],
+            category_row,
+        )
+        .optional()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! a signed-in user and shows only that user's data.
 
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -29,13 +28,12 @@ pub async fn list_customers(
     State(s): State<StoreState>,
     User(user): User,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> { Ok(orders::customer(conn, &user.sub)?) })
-        .await?;
-    let items: Vec<_> = found.into_iter().collect();
-    Ok(http::list(&items, items.len() as i64))
+    http::get_list(&s.common.db, move |conn| {
+        let items: Vec<_> = orders::customer(conn, &user.sub)?.into_iter().collect();
+        let total = items.len() as i64;
+        Ok((items, total))
+    })
+    .await
 }
 
 pub async fn get_customer(
@@ -43,15 +41,10 @@ pub async fn get_customer(
     User(user): User,
     Id(id): Id,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> { Ok(orders::customer(conn, &user.sub)?) })
-        .await?;
-    match found {
-        Some(c) if c.id == id => Ok(axum::Json(c).into_response()),
-        _ => Err(Problem::not_found(format!("customer {id} does not exist"))),
-    }
+    http::get_one(&s.common.db, "customer", id, move |conn| {
+        Ok(orders::customer(conn, &user.sub)?.filter(|c| c.id == id))
+    })
+    .await
 }
 
 pub async fn create_customer(
@@ -70,14 +63,7 @@ pub async fn create_customer(
         .db
         .call(move |conn| orders::create_customer(conn, &user.sub, &body))
         .await?;
-    let location = HeaderValue::from_str(&format!("/api/customers/{}", created.id))
-        .map_err(Problem::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        [(LOCATION, location)],
-        axum::Json(created),
-    )
-        .into_response())
+    http::posted(true, &format!("/api/customers/{}", created.id), &created)
 }
 
 pub async fn update_customer(
@@ -106,14 +92,10 @@ pub async fn list_orders(
     params: Params,
 ) -> Result<Response, Problem> {
     let paging = params.paging()?;
-    let (items, total) = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> {
-            Ok(orders::list_orders(conn, &user.sub, paging)?)
-        })
-        .await?;
-    Ok(http::list(&items, total))
+    http::get_list(&s.common.db, move |conn| {
+        orders::list_orders(conn, &user.sub, paging)
+    })
+    .await
 }
 
 pub async fn get_order(
@@ -121,14 +103,10 @@ pub async fn get_order(
     User(user): User,
     Id(id): Id,
 ) -> Result<Response, Problem> {
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> Result<_, Problem> { Ok(orders::load_order(conn, &user.sub, id)?) })
-        .await?;
-    found
-        .map(|o| axum::Json(o).into_response())
-        .ok_or_else(|| Problem::not_found(format!("order {id} does not exist")))
+    http::get_one(&s.common.db, "order", id, move |conn| {
+        orders::load_order(conn, &user.sub, id)
+    })
+    .await
 }
 
 /// Places an order. `Idempotency-Key` (optional): the same key from the same user returns the
@@ -153,12 +131,9 @@ pub async fn create_order(
         }
     };
     let placed = orders::place_order(&s, &user, &headers, lines, key, Source::Api).await?;
-    let status = if placed.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let location = HeaderValue::from_str(&format!("/api/product-orders/{}", placed.order.id))
-        .map_err(Problem::internal)?;
-    Ok((status, [(LOCATION, location)], axum::Json(placed.order)).into_response())
+    http::posted(
+        placed.created,
+        &format!("/api/product-orders/{}", placed.order.id),
+        &placed.order,
+    )
 }

@@ -96,23 +96,16 @@ pub(crate) struct StoreState {
 }
 
 pub fn app(common: &Common) -> App {
-    let wake = Arc::new(Notify::new());
-    let worker = Worker {
-        db: common.db.clone(),
-        client: common.client.clone(),
-        logger: common.logger.clone(),
-        metrics: Arc::clone(&common.metrics),
-        handler: Arc::new(InvoiceHandler {
+    let worker = Worker::new(
+        common,
+        Arc::new(InvoiceHandler {
             url: common.config.invoice_url.join("/api/invoices"),
         }),
-        interval: common.config.outbox_interval,
-        max_backoff: common.config.outbox_max_backoff,
-        wake: Arc::clone(&wake),
-    };
+    );
     let state = StoreState {
         common: common.clone(),
         upstream: upstream::Upstream::new(common),
-        wake,
+        wake: Arc::clone(&worker.wake),
     };
     let router = Router::new()
         .route("/api/account", get(api::account))

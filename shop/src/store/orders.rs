@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::upstream::{CatalogueProduct, UpstreamError};
 use super::{StoreState, TOPIC};
 use crate::http::{Identity, Paging, Problem};
-use crate::{outbox, text, time};
+use crate::{db, outbox, text, time};
 
 /// Lines per order.
 pub const MAX_LINES: usize = 20;
@@ -247,22 +247,28 @@ pub fn list_orders(
     user: &str,
     paging: Paging,
 ) -> rusqlite::Result<(Vec<OrderJson>, i64)> {
-    let total: i64 = conn.query_row(
+    let (orders, total) = db::page(
+        conn,
         "SELECT COUNT(*) FROM product_orders WHERE user_id = ?1",
-        [user],
-        |r| r.get(0),
+        &format!("{ORDER_SELECT} WHERE o.user_id = ?1 ORDER BY o.id DESC"),
+        params![user],
+        paging,
+        order_row,
     )?;
-    let mut stmt = conn.prepare(&format!(
-        "{ORDER_SELECT} WHERE o.user_id = ?1 ORDER BY o.id DESC LIMIT ?2 OFFSET ?3"
-    ))?;
-    let orders = stmt
-        .query_map(params![user, paging.size, paging.offset()], order_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     let orders = orders
         .into_iter()
         .map(|o| with_items(conn, o))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((orders, total))
+}
+
+/// How many orders the user has placed.
+pub fn order_count(conn: &Connection, user: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM product_orders WHERE user_id = ?1",
+        [user],
+        |r| r.get(0),
+    )
 }
 
 /// The order an idempotency key already made: `(id, fingerprint)`.

@@ -6,11 +6,15 @@
 //! ejected by the mesh's outlier detection, turning one outage into two). Refused actions
 //! (checkout while the catalogue is down, bad form input) answer 4xx/503 with the styled page.
 
-use axum::extract::rejection::{FormRejection, PathRejection};
-use axum::extract::{Form, Path, State};
+use std::convert::Infallible;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -58,6 +62,38 @@ async fn ctx(s: &StoreState, headers: &HeaderMap, uri: &Uri) -> Ctx {
     }
 }
 
+/// A page request of a signed-in user, with its page context. A request without an identity is
+/// answered with the sign-in page.
+pub(super) struct SignedIn {
+    ctx: Ctx,
+    user: Identity,
+}
+
+impl FromRequestParts<StoreState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &StoreState) -> Result<Self, Response> {
+        let ctx = ctx(s, &parts.headers, &parts.uri).await;
+        match ctx.user.clone() {
+            Some(user) => Ok(SignedIn { ctx, user }),
+            None => Err(sign_in(s, &ctx)),
+        }
+    }
+}
+
+/// The route's `{id}` segment when it is a positive integer; pages answer any other with a page
+/// of their own.
+pub(super) struct PathId(Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let raw = Path::<String>::from_request_parts(parts, state).await;
+        Ok(PathId(raw.ok().and_then(|Path(raw)| parse_id(&raw).ok())))
+    }
+}
+
 /// What a page shows besides its body.
 struct View<'a> {
     status: StatusCode,
@@ -81,6 +117,19 @@ impl<'a> View<'a> {
     fn status(mut self, status: StatusCode) -> View<'a> {
         self.status = status;
         self
+    }
+
+    /// Marks the page with the catalogue version that served it (`data-variant`) and names the
+    /// version and instance in the footer.
+    fn served_by_catalogue(&mut self, variant: Option<&str>, instance: Option<&str>) {
+        if let Some(v) = variant {
+            self.main_attrs.push(("data-variant", v.to_owned()));
+        }
+        self.served.push(format!(
+            "catalogue: product {} · instance {}",
+            variant.unwrap_or("?"),
+            instance.unwrap_or("unknown")
+        ));
     }
 }
 
@@ -149,6 +198,17 @@ fn error_page(
     )
 }
 
+/// 404 page for a path that names no `what` (of this user's).
+fn no_such(s: &StoreState, ctx: &Ctx, what: &str) -> Response {
+    error_page(
+        s,
+        ctx,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &format!("There is no such {what}."),
+    )
+}
+
 /// 500 page; the cause goes to the log through the response's `InternalError`.
 fn internal(s: &StoreState, ctx: &Ctx, cause: impl std::fmt::Display) -> Response {
     let mut response = error_page(
@@ -162,6 +222,19 @@ fn internal(s: &StoreState, ctx: &Ctx, cause: impl std::fmt::Display) -> Respons
         .extensions_mut()
         .insert(InternalError(cause.to_string()));
     response
+}
+
+/// Runs `f` with the store's database on its thread; a failure is answered with the 500 page.
+async fn database<T, F>(s: &StoreState, ctx: &Ctx, f: F) -> Result<T, Response>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    s.common
+        .db
+        .call(move |conn| -> anyhow::Result<T> { Ok(f(conn)?) })
+        .await
+        .map_err(|e| internal(s, ctx, format!("{e:#}")))
 }
 
 fn see_other(location: &str) -> Response {
@@ -182,11 +255,12 @@ fn query_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
 }
 
 /// `GET /`: the catalogue of the variant the mesh routes this user to.
-pub async fn catalogue(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    if ctx.user.is_none() {
-        return sign_in(&s, &ctx);
-    }
+pub async fn catalogue(
+    State(s): State<StoreState>,
+    SignedIn { ctx, .. }: SignedIn,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let selected = query_param(&uri, "category").and_then(|v| parse_id(v).ok());
     let (products, categories) = tokio::join!(
         s.upstream.products(&headers, selected),
@@ -197,14 +271,7 @@ pub async fn catalogue(State(s): State<StoreState>, headers: HeaderMap, uri: Uri
     let body = match products {
         Ok((products, served)) => {
             let variant = views::variant_of(served.variant.as_deref(), &products);
-            if let Some(v) = &variant {
-                view.main_attrs.push(("data-variant", v.clone()));
-            }
-            view.served.push(format!(
-                "catalogue: product {} · instance {}",
-                variant.as_deref().unwrap_or("?"),
-                served.instance.as_deref().unwrap_or("unknown")
-            ));
+            view.served_by_catalogue(variant.as_deref(), served.instance.as_deref());
             views::catalogue(Some(&products), &categories, selected, variant.as_deref())
         }
         Err(e) => {
@@ -222,22 +289,12 @@ pub async fn catalogue(State(s): State<StoreState>, headers: HeaderMap, uri: Uri
 /// `GET /products/{id}`.
 pub async fn product(
     State(s): State<StoreState>,
+    SignedIn { ctx, .. }: SignedIn,
     headers: HeaderMap,
-    uri: Uri,
-    raw: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    if ctx.user.is_none() {
-        return sign_in(&s, &ctx);
-    }
-    let Some(id) = raw.ok().and_then(|Path(raw)| parse_id(&raw).ok()) else {
-        return error_page(
-            &s,
-            &ctx,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such product.",
-        );
+    let Some(id) = id else {
+        return no_such(&s, &ctx, "product");
     };
     match s.upstream.product(&headers, id).await {
         Ok((p, served)) => {
@@ -247,24 +304,11 @@ pub async fn product(
                 .or_else(|| p.variant.clone())
                 .filter(|v| v == "v1" || v == "v2");
             let mut view = View::new(&p.name, Nav::Catalogue);
-            if let Some(v) = &variant {
-                view.main_attrs.push(("data-variant", v.clone()));
-            }
-            view.served.push(format!(
-                "catalogue: product {} · instance {}",
-                variant.as_deref().unwrap_or("?"),
-                served.instance.as_deref().unwrap_or("unknown")
-            ));
+            view.served_by_catalogue(variant.as_deref(), served.instance.as_deref());
             let body = views::product(&p, variant.as_deref());
             render(&s, &ctx, view, body)
         }
-        Err(UpstreamError::NotFound) => error_page(
-            &s,
-            &ctx,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such product.",
-        ),
+        Err(UpstreamError::NotFound) => no_such(&s, &ctx, "product"),
         Err(UpstreamError::Unavailable(why)) => {
             s.common.logger.warn(
                 "catalogue unavailable",
@@ -278,31 +322,34 @@ pub async fn product(
     }
 }
 
-async fn cart_page(s: &StoreState, ctx: &Ctx, status: StatusCode, notice: CartNotice) -> Response {
-    let Some(user) = &ctx.user else {
-        return sign_in(s, ctx);
-    };
+/// The status of a cart page that shows `notice`: 200 without one, else the refusal's.
+fn cart_status(notice: CartNotice) -> StatusCode {
+    match notice {
+        CartNotice::None => StatusCode::OK,
+        CartNotice::Full => StatusCode::CONFLICT,
+        CartNotice::CatalogueDown => StatusCode::SERVICE_UNAVAILABLE,
+        CartNotice::Empty | CartNotice::UnknownProduct | CartNotice::Invalid => {
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+async fn cart_page(s: &StoreState, ctx: &Ctx, user: &Identity, notice: CartNotice) -> Response {
     let sub = user.sub.clone();
-    let lines = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> { Ok(orders::cart(conn, &sub)?) })
-        .await;
-    match lines {
+    match database(s, ctx, move |conn| orders::cart(conn, &sub)).await {
         Ok(lines) => render(
             s,
             ctx,
-            View::new("Cart", Nav::Cart).status(status),
+            View::new("Cart", Nav::Cart).status(cart_status(notice)),
             views::cart(&lines, notice, &rand::token()),
         ),
-        Err(e) => internal(s, ctx, format!("{e:#}")),
+        Err(page) => page,
     }
 }
 
 /// `GET /cart`.
-pub async fn cart(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    cart_page(&s, &ctx, StatusCode::OK, CartNotice::None).await
+pub async fn cart(State(s): State<StoreState>, SignedIn { ctx, user }: SignedIn) -> Response {
+    cart_page(&s, &ctx, &user, CartNotice::None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,14 +380,10 @@ fn form_error(s: &StoreState, ctx: &Ctx, rejection: &FormRejection) -> Response 
 /// redirects to the cart.
 pub async fn add_to_cart(
     State(s): State<StoreState>,
+    SignedIn { ctx, user }: SignedIn,
     headers: HeaderMap,
-    uri: Uri,
     form: Result<Form<AddForm>, FormRejection>,
 ) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
-    };
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => return form_error(&s, &ctx, &rejection),
@@ -353,18 +396,12 @@ pub async fn add_to_cart(
             .filter(|q| (1..=orders::MAX_QUANTITY).contains(q)),
     };
     let (Ok(product_id), Some(quantity)) = (parse_id(form.product_id.trim()), quantity) else {
-        return cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Invalid).await;
+        return cart_page(&s, &ctx, &user, CartNotice::Invalid).await;
     };
     let product = match s.upstream.product(&headers, product_id).await {
         Ok((product, _)) => product,
         Err(UpstreamError::NotFound) => {
-            return cart_page(
-                &s,
-                &ctx,
-                StatusCode::BAD_REQUEST,
-                CartNotice::UnknownProduct,
-            )
-            .await;
+            return cart_page(&s, &ctx, &user, CartNotice::UnknownProduct).await;
         }
         Err(UpstreamError::Unavailable(why)) => {
             s.common
@@ -379,52 +416,35 @@ pub async fn add_to_cart(
             );
         }
     };
-    let added = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> {
-            Ok(orders::add_to_cart(
-                conn,
-                &user.sub,
-                &product,
-                quantity,
-                time::now_ms(),
-            )?)
-        })
-        .await;
+    let sub = user.sub.clone();
+    let added = database(&s, &ctx, move |conn| {
+        orders::add_to_cart(conn, &sub, &product, quantity, time::now_ms())
+    })
+    .await;
     match added {
         Ok(Ok(())) => see_other("/cart"),
-        Ok(Err(CartRefusal::Full)) => {
-            cart_page(&s, &ctx, StatusCode::CONFLICT, CartNotice::Full).await
-        }
-        Err(e) => internal(&s, &ctx, format!("{e:#}")),
+        Ok(Err(CartRefusal::Full)) => cart_page(&s, &ctx, &user, CartNotice::Full).await,
+        Err(page) => page,
     }
 }
 
 /// `POST /cart/items/{productId}/delete`.
 pub async fn remove_from_cart(
     State(s): State<StoreState>,
-    headers: HeaderMap,
-    uri: Uri,
-    raw: Result<Path<String>, PathRejection>,
+    SignedIn { ctx, user }: SignedIn,
+    PathId(product_id): PathId,
 ) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
+    let Some(product_id) = product_id else {
+        return cart_page(&s, &ctx, &user, CartNotice::Invalid).await;
     };
-    let Some(product_id) = raw.ok().and_then(|Path(raw)| parse_id(&raw).ok()) else {
-        return cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Invalid).await;
-    };
-    let removed = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<()> {
-            Ok(orders::remove_from_cart(conn, &user.sub, product_id)?)
-        })
-        .await;
+    let sub = user.sub.clone();
+    let removed = database(&s, &ctx, move |conn| {
+        orders::remove_from_cart(conn, &sub, product_id)
+    })
+    .await;
     match removed {
         Ok(()) => see_other("/cart"),
-        Err(e) => internal(&s, &ctx, format!("{e:#}")),
+        Err(page) => page,
     }
 }
 
@@ -439,32 +459,23 @@ pub struct CheckoutForm {
 /// idempotency key, so a double submit shows the same order instead of placing two.
 pub async fn checkout(
     State(s): State<StoreState>,
+    SignedIn { ctx, user }: SignedIn,
     headers: HeaderMap,
-    uri: Uri,
     form: Result<Form<CheckoutForm>, FormRejection>,
 ) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
-    };
     let token = match form {
         Ok(Form(form)) => form.token,
         Err(rejection) => return form_error(&s, &ctx, &rejection),
     };
     let token_ok = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
     if !token_ok {
-        return cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Invalid).await;
+        return cart_page(&s, &ctx, &user, CartNotice::Invalid).await;
     }
     let key = format!("checkout-{token}");
     let sub = user.sub.clone();
-    let lines = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> { Ok(orders::cart(conn, &sub)?) })
-        .await;
-    let lines = match lines {
+    let lines = match database(&s, &ctx, move |conn| orders::cart(conn, &sub)).await {
         Ok(lines) => lines,
-        Err(e) => return internal(&s, &ctx, format!("{e:#}")),
+        Err(page) => return page,
     };
     let requested: Vec<LineRequest> = lines
         .iter()
@@ -478,16 +489,14 @@ pub async fn checkout(
     } else {
         match orders::validate_lines(&requested) {
             Ok(lines) => lines,
-            Err(_) => {
-                return cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Invalid).await;
-            }
+            Err(_) => return cart_page(&s, &ctx, &user, CartNotice::Invalid).await,
         }
     };
     if lines.is_empty() {
         // A double submit after the first emptied the cart: show the first order.
         return match orders::order_for_key(&s, &user, &key).await {
             Ok(Some(id)) => see_other(&format!("/orders/{id}")),
-            Ok(None) => cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Empty).await,
+            Ok(None) => cart_page(&s, &ctx, &user, CartNotice::Empty).await,
             Err(e) => internal(&s, &ctx, format!("{e:?}")),
         };
     }
@@ -498,48 +507,33 @@ pub async fn checkout(
                 "checkout refused: catalogue unavailable",
                 &[("error", json!(why))],
             );
-            cart_page(
-                &s,
-                &ctx,
-                StatusCode::SERVICE_UNAVAILABLE,
-                CartNotice::CatalogueDown,
-            )
-            .await
+            cart_page(&s, &ctx, &user, CartNotice::CatalogueDown).await
         }
         Err(OrderError::UnknownProduct(_)) => {
-            cart_page(
-                &s,
-                &ctx,
-                StatusCode::BAD_REQUEST,
-                CartNotice::UnknownProduct,
-            )
-            .await
+            cart_page(&s, &ctx, &user, CartNotice::UnknownProduct).await
         }
         Err(OrderError::Invalid(_) | OrderError::Conflict(_)) => {
-            cart_page(&s, &ctx, StatusCode::BAD_REQUEST, CartNotice::Invalid).await
+            cart_page(&s, &ctx, &user, CartNotice::Invalid).await
         }
         Err(OrderError::Internal(cause)) => internal(&s, &ctx, cause),
     }
 }
 
 /// `GET /orders`.
-pub async fn orders(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
-    };
+pub async fn orders(
+    State(s): State<StoreState>,
+    SignedIn { ctx, user }: SignedIn,
+    uri: Uri,
+) -> Response {
     let page = query_param(&uri, "page")
         .and_then(|p| p.parse::<i64>().ok())
         .filter(|p| (0..=100_000).contains(p))
         .unwrap_or(0);
     let paging = Paging { page, size: 20 };
-    let listed = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> {
-            Ok(orders::list_orders(conn, &user.sub, paging)?)
-        })
-        .await;
+    let listed = database(&s, &ctx, move |conn| {
+        orders::list_orders(conn, &user.sub, paging)
+    })
+    .await;
     match listed {
         Ok((list, total)) => render(
             &s,
@@ -547,7 +541,7 @@ pub async fn orders(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -
             View::new("Orders", Nav::Orders),
             views::orders(&list, total, paging.page, paging.size),
         ),
-        Err(e) => internal(&s, &ctx, format!("{e:#}")),
+        Err(page) => page,
     }
 }
 
@@ -555,41 +549,21 @@ pub async fn orders(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -
 /// reports them (or a degraded notice when it cannot be asked).
 pub async fn order(
     State(s): State<StoreState>,
+    SignedIn { ctx, user }: SignedIn,
     headers: HeaderMap,
-    uri: Uri,
-    raw: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
+    let Some(id) = id else {
+        return no_such(&s, &ctx, "order");
     };
-    let Some(id) = raw.ok().and_then(|Path(raw)| parse_id(&raw).ok()) else {
-        return error_page(
-            &s,
-            &ctx,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such order.",
-        );
-    };
-    let sub = user.sub.clone();
-    let found = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> { Ok(orders::load_order(conn, &sub, id)?) })
-        .await;
+    let found = database(&s, &ctx, move |conn| {
+        orders::load_order(conn, &user.sub, id)
+    })
+    .await;
     let order = match found {
         Ok(Some(order)) => order,
-        Ok(None) => {
-            return error_page(
-                &s,
-                &ctx,
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "There is no such order.",
-            );
-        }
-        Err(e) => return internal(&s, &ctx, format!("{e:#}")),
+        Ok(None) => return no_such(&s, &ctx, "order"),
+        Err(page) => return page,
     };
     let mut view = View::new(&order.code, Nav::Orders);
     let invoice = match s.upstream.invoices_for_order(&headers, order.id).await {
@@ -624,25 +598,15 @@ pub async fn order(
 }
 
 /// `GET /account`.
-pub async fn account(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) -> Response {
-    let ctx = ctx(&s, &headers, &uri).await;
-    let Some(user) = ctx.user.clone() else {
-        return sign_in(&s, &ctx);
-    };
+pub async fn account(State(s): State<StoreState>, SignedIn { ctx, user }: SignedIn) -> Response {
     let sub = user.sub.clone();
-    let read = s
-        .common
-        .db
-        .call(move |conn| -> anyhow::Result<_> {
-            let customer = orders::customer(conn, &sub)?;
-            let count: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM product_orders WHERE user_id = ?1",
-                [&sub],
-                |r| r.get(0),
-            )?;
-            Ok((customer, count))
-        })
-        .await;
+    let read = database(&s, &ctx, move |conn| {
+        Ok((
+            orders::customer(conn, &sub)?,
+            orders::order_count(conn, &sub)?,
+        ))
+    })
+    .await;
     match read {
         Ok((customer, count)) => render(
             &s,
@@ -650,7 +614,7 @@ pub async fn account(State(s): State<StoreState>, headers: HeaderMap, uri: Uri) 
             View::new("Account", Nav::Account),
             views::account(&user, customer.as_ref(), count),
         ),
-        Err(e) => internal(&s, &ctx, format!("{e:#}")),
+        Err(page) => page,
     }
 }
 

@@ -189,7 +189,7 @@ async fn an_order_answered_201_survives_sigkill() {
         order["invoiceStatus"], "PENDING",
         "its outbox row survived too"
     );
-    let m = text(&get(&format!("{url}/management/prometheus"), HeaderMap::new()).await);
+    let m = prometheus(&url).await;
     assert_eq!(
         metric(&m, r#"shop_outbox_pending{service="store"}"#),
         Some(1.0)

@@ -57,6 +57,47 @@ pub async fn product(dir: &TempDir, variant: Variant) -> Server {
     start(Service::Product, c.with_variant(variant)).await
 }
 
+/// A store in front of `product` and `invoice`.
+pub async fn store(dir: &TempDir, product: &str, invoice: &str) -> Server {
+    let (mut c, _) = config(Service::Store, dir);
+    c.product_url = url(product);
+    c.invoice_url = url(invoice);
+    start(Service::Store, c).await
+}
+
+/// A store with a real product service of `variant`; invoice is not running (orders stay
+/// PENDING). Tests may stop the product service to see the store degrade.
+pub struct Shop {
+    pub store: Server,
+    pub product: Option<Server>,
+    _dirs: (TempDir, TempDir),
+}
+
+impl Shop {
+    pub async fn start(variant: Variant) -> Shop {
+        let (dp, ds) = (tmp(), tmp());
+        let product = product(&dp, variant).await;
+        let store = store(&ds, &product.url(), &closed_url().await).await;
+        Shop {
+            store,
+            product: Some(product),
+            _dirs: (dp, ds),
+        }
+    }
+
+    /// The store's URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.store.url())
+    }
+
+    pub async fn stop(self) {
+        self.store.shutdown().await.unwrap();
+        if let Some(p) = self.product {
+            p.shutdown().await.unwrap();
+        }
+    }
+}
+
 /// Headers of a signed-in user, as the sidecar passes them.
 pub fn user(sub: &str, name: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -71,6 +112,11 @@ pub fn user(sub: &str, name: &str) -> HeaderMap {
     );
     h.insert("x-jwt-name", HeaderValue::from_str(name).unwrap());
     h
+}
+
+/// The usual shopper.
+pub fn ada() -> HeaderMap {
+    user("u-ada", "Ada Lovelace")
 }
 
 pub fn with(mut h: HeaderMap, name: &'static str, value: &str) -> HeaderMap {
@@ -114,6 +160,11 @@ pub async fn post_form(url: &str, headers: HeaderMap, body: &str) -> Reply {
         body,
     )
     .await
+}
+
+/// The text of `/management/prometheus` of the service at `base`.
+pub async fn prometheus(base: &str) -> String {
+    text(&get(&format!("{base}/management/prometheus"), HeaderMap::new()).await)
 }
 
 pub fn json(reply: &Reply) -> Value {

@@ -1,7 +1,6 @@
 //! Store, product, invoice and notification wired together in-process; the outbox through an
 //! invoice outage, a rejection, and a store restart.
 
-use axum::http::HeaderMap;
 use meshwright_shop::{Server, Service, Variant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -39,17 +38,6 @@ impl Backend {
     }
 }
 
-async fn store(dir: &TempDir, product: &str, invoice: &str) -> Server {
-    let (mut c, _) = config(Service::Store, dir);
-    c.product_url = url(product);
-    c.invoice_url = url(invoice);
-    start(Service::Store, c).await
-}
-
-fn ada() -> HeaderMap {
-    user("u-ada", "Ada Lovelace")
-}
-
 async fn place(store: &Server) -> Value {
     let r = post_json(
         &format!("{}/api/product-orders", store.url()),
@@ -63,6 +51,15 @@ async fn place(store: &Server) -> Value {
 
 async fn order(store: &Server, id: i64) -> Value {
     json(&get(&format!("{}/api/product-orders/{id}", store.url()), ada()).await)
+}
+
+/// Polls the order until its invoice status is `status`.
+async fn order_when(what: &str, store: &Server, id: i64, status: &str) -> Value {
+    eventually(what, || async {
+        let o = order(store, id).await;
+        (o["invoiceStatus"] == status).then_some(o)
+    })
+    .await
 }
 
 async fn invoices_for(invoice: &Server, order_id: i64) -> Vec<Value> {
@@ -85,11 +82,7 @@ async fn an_order_gets_its_invoice_and_notification() {
     let code = placed["code"].as_str().unwrap().to_owned();
     assert_eq!(placed["totalCents"], 2 * 1450 + 2400);
 
-    let done = eventually("the invoice", || async {
-        let o = order(&store, id).await;
-        (o["invoiceStatus"] == "CREATED").then_some(o)
-    })
-    .await;
+    let done = order_when("the invoice", &store, id, "CREATED").await;
     assert_eq!(done["status"], "COMPLETED");
     assert!(done["invoiceAttempts"].as_i64().unwrap() >= 1);
     let invoices = invoices_for(&backend.invoice, id).await;
@@ -130,13 +123,7 @@ async fn an_order_gets_its_invoice_and_notification() {
     assert!(page.contains(&format!(r#"data-notification="{}""#, notes[0]["id"])));
     assert_eq!(notes[0]["userId"], "u-ada");
 
-    let m = text(
-        &get(
-            &format!("{}/management/prometheus", store.url()),
-            HeaderMap::new(),
-        )
-        .await,
-    );
+    let m = prometheus(&store.url()).await;
     assert_eq!(
         metric(&m, r#"shop_outbox_pending{service="store"}"#),
         Some(0.0)
@@ -190,11 +177,7 @@ async fn the_outbox_rides_out_an_invoice_outage_with_exactly_one_invoice() {
     );
 
     switch.up(&backend.invoice.url());
-    let done = eventually("the invoice after recovery", || async {
-        let o = order(&store, id).await;
-        (o["invoiceStatus"] == "CREATED").then_some(o)
-    })
-    .await;
+    let done = order_when("the invoice after recovery", &store, id, "CREATED").await;
     assert_eq!(done["status"], "COMPLETED");
     assert_eq!(
         invoices_for(&backend.invoice, id).await.len(),
@@ -206,13 +189,7 @@ async fn the_outbox_rides_out_an_invoice_outage_with_exactly_one_invoice() {
     // A delivered row is not delivered again.
     let seen = switch.seen.load(std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let m = text(
-        &get(
-            &format!("{}/management/prometheus", backend.invoice.url()),
-            HeaderMap::new(),
-        )
-        .await,
-    );
+    let m = prometheus(&backend.invoice.url()).await;
     assert_eq!(
         metric(&m, r#"shop_invoices_total{service="invoice"}"#),
         Some(1.0)
@@ -230,20 +207,10 @@ async fn a_rejected_invoice_request_is_marked_failed_not_retried() {
     let ds = tmp();
     let store = store(&ds, &backend.product.url(), &switch.url).await;
     let id = place(&store).await["id"].as_i64().unwrap();
-    let failed = eventually("FAILED", || async {
-        let o = order(&store, id).await;
-        (o["invoiceStatus"] == "FAILED").then_some(o)
-    })
-    .await;
+    let failed = order_when("FAILED", &store, id, "FAILED").await;
     assert_eq!(failed["invoiceAttempts"], 1);
     assert_eq!(failed["status"], "PENDING");
-    let m = text(
-        &get(
-            &format!("{}/management/prometheus", store.url()),
-            HeaderMap::new(),
-        )
-        .await,
-    );
+    let m = prometheus(&store.url()).await;
     assert_eq!(
         metric(&m, r#"shop_outbox_failed{service="store"}"#),
         Some(1.0)
@@ -281,11 +248,7 @@ async fn a_restarted_store_resumes_delivery() {
         again["code"], placed["code"],
         "the order survived the restart"
     );
-    let done = eventually("delivery after the restart", || async {
-        let o = order(&second, id).await;
-        (o["invoiceStatus"] == "CREATED").then_some(o)
-    })
-    .await;
+    let done = order_when("delivery after the restart", &second, id, "CREATED").await;
     assert_eq!(
         done["invoiceId"],
         invoices_for(&backend.invoice, id).await[0]["id"]
@@ -352,10 +315,7 @@ async fn with_mesh_outbound_every_call_goes_to_the_sidecar_by_host() {
     let page = text(&get(&format!("{}/", store.url()), ada()).await);
     assert!(page.contains(r#"data-variant="v2""#), "{page}");
     let id = place(&store).await["id"].as_i64().unwrap();
-    eventually("the invoice through the mesh", || async {
-        (order(&store, id).await["invoiceStatus"] == "CREATED").then_some(())
-    })
-    .await;
+    order_when("the invoice through the mesh", &store, id, "CREATED").await;
     let page = text(&get(&format!("{}/orders/{id}", store.url()), ada()).await);
     assert!(page.contains("data-invoice=\""), "{page}");
     let hosts = mesh.hosts.lock().unwrap().clone();

@@ -247,13 +247,7 @@ async fn the_outbox_notifies_the_customer_and_records_the_notification() {
             created["code"].as_str().unwrap()
         )
     );
-    let m = text(
-        &get(
-            &format!("{}/management/prometheus", invoice.url()),
-            HeaderMap::new(),
-        )
-        .await,
-    );
+    let m = prometheus(&invoice.url()).await;
     assert_eq!(
         metric(&m, r#"shop_outbox_pending{service="invoice"}"#),
         Some(0.0)

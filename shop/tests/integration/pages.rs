@@ -9,52 +9,10 @@ use axum::http::{HeaderMap, Method};
 use axum::response::IntoResponse;
 use axum::routing::get as route_get;
 use meshwright_shop::client::Reply;
-use meshwright_shop::{Server, Service, Variant};
+use meshwright_shop::{Service, Variant};
 use serde_json::json;
-use tempfile::TempDir;
 
 use crate::common::*;
-
-struct Shop {
-    store: Server,
-    product: Option<Server>,
-    _dirs: Vec<TempDir>,
-}
-
-impl Shop {
-    async fn start(variant: Variant) -> Shop {
-        let (dp, ds) = (tmp(), tmp());
-        let product = product(&dp, variant).await;
-        let store = store_for(&ds, &product.url(), &closed_url().await).await;
-        Shop {
-            store,
-            product: Some(product),
-            _dirs: vec![dp, ds],
-        }
-    }
-
-    fn page(&self, path: &str) -> String {
-        format!("{}{path}", self.store.url())
-    }
-
-    async fn stop(self) {
-        self.store.shutdown().await.unwrap();
-        if let Some(p) = self.product {
-            p.shutdown().await.unwrap();
-        }
-    }
-}
-
-async fn store_for(dir: &TempDir, product: &str, invoice: &str) -> Server {
-    let (mut c, _) = config(Service::Store, dir);
-    c.product_url = url(product);
-    c.invoice_url = url(invoice);
-    start(Service::Store, c).await
-}
-
-fn ada() -> HeaderMap {
-    user("u-ada", "Ada Lovelace")
-}
 
 fn html(reply: &Reply) -> String {
     assert_eq!(
@@ -69,7 +27,7 @@ fn html(reply: &Reply) -> String {
 #[tokio::test]
 async fn catalogue_v1_shows_plain_cards_and_who_served_it() {
     let shop = Shop::start(Variant::V1).await;
-    let r = get(&shop.page("/"), ada()).await;
+    let r = get(&shop.url("/"), ada()).await;
     assert_eq!(r.status, 200);
     let page = html(&r);
     assert!(
@@ -90,7 +48,7 @@ async fn catalogue_v1_shows_plain_cards_and_who_served_it() {
     let csp = r.header("content-security-policy").unwrap();
     assert!(csp.contains("default-src 'none'"));
     // Categories filter the grid.
-    let coffee = html(&get(&shop.page("/?category=3"), ada()).await);
+    let coffee = html(&get(&shop.url("/?category=3"), ada()).await);
     assert!(coffee.contains("Hand Grinder"));
     assert!(!coffee.contains("Ethiopia Yirgacheffe"));
     assert!(coffee.contains(r#"<a href="/?category=3" aria-current="page">"#));
@@ -100,7 +58,7 @@ async fn catalogue_v1_shows_plain_cards_and_who_served_it() {
 #[tokio::test]
 async fn catalogue_v2_looks_different() {
     let shop = Shop::start(Variant::V2).await;
-    let page = html(&get(&shop.page("/"), ada()).await);
+    let page = html(&get(&shop.url("/"), ada()).await);
     assert!(page.contains(r#"data-variant="v2""#));
     assert!(page.contains("New catalogue (v2)"));
     assert!(page.contains(r#"<s class="price-was">"#));
@@ -108,7 +66,7 @@ async fn catalogue_v2_looks_different() {
     assert!(page.contains("★"));
     assert!(page.contains("(212 reviews)"));
     assert!(page.contains("catalogue: product v2 · instance product-v2"));
-    let product = html(&get(&shop.page("/products/1"), ada()).await);
+    let product = html(&get(&shop.url("/products/1"), ada()).await);
     assert!(product.contains(r#"data-variant="v2""#));
     assert!(product.contains(r#"<label for="quantity">Quantity</label>"#));
     assert!(product.contains("(212 reviews)"));
@@ -119,13 +77,13 @@ async fn catalogue_v2_looks_different() {
 async fn pages_degrade_when_the_catalogue_is_down() {
     let mut shop = Shop::start(Variant::V1).await;
     shop.product.take().unwrap().shutdown().await.unwrap();
-    let r = get(&shop.page("/"), ada()).await;
+    let r = get(&shop.url("/"), ada()).await;
     assert_eq!(r.status, 200);
     let page = html(&r);
     assert!(page.contains("The catalogue is unavailable right now"));
     assert!(page.contains(r#"data-degraded="catalogue""#));
     assert!(page.contains("catalogue: unavailable"));
-    let product = get(&shop.page("/products/1"), ada()).await;
+    let product = get(&shop.url("/products/1"), ada()).await;
     assert!(html(&product).contains("The catalogue is unavailable right now"));
     shop.stop().await;
 }
@@ -150,7 +108,7 @@ async fn every_dynamic_text_is_escaped() {
         .route("/api/products/{id}", route_get(one));
     let (addr, _stop) = serve_stub(app).await;
     let ds = tmp();
-    let store = store_for(&ds, &format!("http://{addr}"), &closed_url().await).await;
+    let store = store(&ds, &format!("http://{addr}"), &closed_url().await).await;
     let evil = user("u-evil", "<script>alert('user')</script>");
     let page = html(&get(&format!("{}/", store.url()), evil.clone()).await);
     assert!(!page.contains("<script"), "{page}");
@@ -187,7 +145,7 @@ async fn without_identity_pages_offer_sign_in_and_no_data() {
         "/account",
         "/products/1",
     ] {
-        let r = get(&shop.page(path), HeaderMap::new()).await;
+        let r = get(&shop.url(path), HeaderMap::new()).await;
         assert_eq!(r.status, 401, "{path}");
         let page = html(&r);
         assert!(
@@ -198,7 +156,7 @@ async fn without_identity_pages_offer_sign_in_and_no_data() {
         assert!(!page.contains("Sign out"));
     }
     let r = post_form(
-        &shop.page("/cart/items"),
+        &shop.url("/cart/items"),
         HeaderMap::new(),
         "productId=1&quantity=1",
     )
@@ -210,12 +168,12 @@ async fn without_identity_pages_offer_sign_in_and_no_data() {
 #[tokio::test]
 async fn cart_checkout_and_order_page() {
     let shop = Shop::start(Variant::V1).await;
-    let add = post_form(&shop.page("/cart/items"), ada(), "productId=2&quantity=3").await;
+    let add = post_form(&shop.url("/cart/items"), ada(), "productId=2&quantity=3").await;
     assert_eq!(add.status, 303);
     assert_eq!(add.header("location"), Some("/cart"));
-    post_form(&shop.page("/cart/items"), ada(), "productId=9").await;
-    post_form(&shop.page("/cart/items"), ada(), "productId=2&quantity=1").await;
-    let cart = html(&get(&shop.page("/cart"), ada()).await);
+    post_form(&shop.url("/cart/items"), ada(), "productId=9").await;
+    post_form(&shop.url("/cart/items"), ada(), "productId=2&quantity=1").await;
+    let cart = html(&get(&shop.url("/cart"), ada()).await);
     assert!(cart.contains("Colombia Huila"));
     assert!(cart.contains("Gooseneck Kettle"));
     assert!(
@@ -227,27 +185,27 @@ async fn cart_checkout_and_order_page() {
         "header count"
     );
     assert!(cart.contains(r#"<form method="post" action="/checkout">"#));
-    let removed = post_form(&shop.page("/cart/items/9/delete"), ada(), "").await;
+    let removed = post_form(&shop.url("/cart/items/9/delete"), ada(), "").await;
     assert_eq!(removed.status, 303);
-    assert!(!html(&get(&shop.page("/cart"), ada()).await).contains("Gooseneck Kettle"));
+    assert!(!html(&get(&shop.url("/cart"), ada()).await).contains("Gooseneck Kettle"));
 
     let token = "0123456789abcdef0123456789abcdef";
-    let placed = post_form(&shop.page("/checkout"), ada(), &format!("token={token}")).await;
+    let placed = post_form(&shop.url("/checkout"), ada(), &format!("token={token}")).await;
     assert_eq!(placed.status, 303, "{}", text(&placed));
     let location = placed.header("location").unwrap().to_owned();
     assert!(location.starts_with("/orders/"), "{location}");
     let id = location_id(&placed);
     // A double submit shows the same order and places no other.
-    let again = post_form(&shop.page("/checkout"), ada(), &format!("token={token}")).await;
+    let again = post_form(&shop.url("/checkout"), ada(), &format!("token={token}")).await;
     assert_eq!(again.header("location"), Some(location.as_str()));
-    let orders = json(&get(&shop.page("/api/product-orders"), ada()).await);
+    let orders = json(&get(&shop.url("/api/product-orders"), ada()).await);
     assert_eq!(orders.as_array().unwrap().len(), 1);
     assert_eq!(orders[0]["totalCents"], 4 * 1290);
-    let cart = html(&get(&shop.page("/cart"), ada()).await);
+    let cart = html(&get(&shop.url("/cart"), ada()).await);
     assert!(cart.contains("Your cart is empty"), "the cart was emptied");
 
     // Invoice is not running here: the order page degrades, it does not fail.
-    let r = get(&shop.page(&location), ada()).await;
+    let r = get(&shop.url(&location), ada()).await;
     assert_eq!(r.status, 200);
     let page = html(&r);
     let code = orders[0]["code"].as_str().unwrap();
@@ -256,28 +214,28 @@ async fn cart_checkout_and_order_page() {
     assert!(page.contains(&format!(
         "Your order {code} is confirmed and safe; the invoice will appear here shortly."
     )));
-    let list = html(&get(&shop.page("/orders"), ada()).await);
+    let list = html(&get(&shop.url("/orders"), ada()).await);
     assert!(list.contains(&format!(r#"data-order="{code}""#)));
     assert!(list.contains(&format!(r#"href="/orders/{id}""#)));
-    let account = html(&get(&shop.page("/account"), ada()).await);
+    let account = html(&get(&shop.url("/account"), ada()).await);
     assert!(account.contains(r#"data-order-count="1""#));
     assert!(account.contains("<code>u-ada</code>"));
 
     // Someone else's order is not found.
-    let bob = get(&shop.page(&location), user("u-bob", "Bob")).await;
+    let bob = get(&shop.url(&location), user("u-bob", "Bob")).await;
     assert_eq!(bob.status, 404);
     assert!(!html(&bob).contains(code));
-    assert_eq!(get(&shop.page("/orders/abc"), ada()).await.status, 404);
+    assert_eq!(get(&shop.url("/orders/abc"), ada()).await.status, 404);
     shop.stop().await;
 }
 
 #[tokio::test]
 async fn checkout_is_refused_whole_when_the_catalogue_is_down() {
     let mut shop = Shop::start(Variant::V1).await;
-    post_form(&shop.page("/cart/items"), ada(), "productId=1&quantity=2").await;
+    post_form(&shop.url("/cart/items"), ada(), "productId=1&quantity=2").await;
     shop.product.take().unwrap().shutdown().await.unwrap();
     let r = post_form(
-        &shop.page("/checkout"),
+        &shop.url("/checkout"),
         ada(),
         "token=0123456789abcdef0123456789abcdef",
     )
@@ -287,11 +245,11 @@ async fn checkout_is_refused_whole_when_the_catalogue_is_down() {
     assert!(page.contains("The catalogue is unavailable; no order was placed."));
     assert!(page.contains("Ethiopia Yirgacheffe"), "the cart is kept");
     assert_eq!(
-        json(&get(&shop.page("/api/product-orders"), ada()).await),
+        json(&get(&shop.url("/api/product-orders"), ada()).await),
         json!([])
     );
     // Adding needs the catalogue too.
-    let add = post_form(&shop.page("/cart/items"), ada(), "productId=3").await;
+    let add = post_form(&shop.url("/cart/items"), ada(), "productId=3").await;
     assert_eq!(add.status, 503);
     assert!(html(&add).contains("The catalogue is unavailable"));
     shop.stop().await;
@@ -307,15 +265,15 @@ async fn bad_forms_are_4xx_pages() {
         "quantity=1",
         "productId=1&colour=red",
     ] {
-        let r = post_form(&shop.page("/cart/items"), ada(), body).await;
+        let r = post_form(&shop.url("/cart/items"), ada(), body).await;
         assert!(r.status.is_client_error(), "{body}: {}", r.status);
         html(&r);
     }
-    let unknown = post_form(&shop.page("/cart/items"), ada(), "productId=999").await;
+    let unknown = post_form(&shop.url("/cart/items"), ada(), "productId=999").await;
     assert_eq!(unknown.status, 400);
     let json_body = send(
         Method::POST,
-        &shop.page("/cart/items"),
+        &shop.url("/cart/items"),
         ada(),
         Some("application/json"),
         "{}",
@@ -323,7 +281,7 @@ async fn bad_forms_are_4xx_pages() {
     .await;
     assert_eq!(json_body.status, 415);
     let empty = post_form(
-        &shop.page("/checkout"),
+        &shop.url("/checkout"),
         ada(),
         "token=0123456789abcdef0123456789abcdef",
     )
@@ -331,12 +289,12 @@ async fn bad_forms_are_4xx_pages() {
     assert_eq!(empty.status, 400);
     assert!(html(&empty).contains("Your cart is empty, so there is nothing to order yet."));
     assert_eq!(
-        post_form(&shop.page("/checkout"), ada(), "token=short")
+        post_form(&shop.url("/checkout"), ada(), "token=short")
             .await
             .status,
         400
     );
-    let missing = get(&shop.page("/no/such/page"), ada()).await;
+    let missing = get(&shop.url("/no/such/page"), ada()).await;
     assert_eq!(missing.status, 404);
     assert!(html(&missing).contains("Page not found"));
     shop.stop().await;
@@ -345,7 +303,7 @@ async fn bad_forms_are_4xx_pages() {
 #[tokio::test]
 async fn cross_site_posts_are_refused() {
     let shop = Shop::start(Variant::V1).await;
-    let url = shop.page("/cart/items");
+    let url = shop.url("/cart/items");
     let r = post_form(
         &url,
         with(ada(), "sec-fetch-site", "cross-site"),
@@ -362,7 +320,7 @@ async fn cross_site_posts_are_refused() {
     .await;
     assert_eq!(r.status, 403);
     let r = post_form(
-        &shop.page("/checkout"),
+        &shop.url("/checkout"),
         with(ada(), "origin", "null"),
         "token=x",
     )
@@ -379,18 +337,18 @@ async fn cross_site_posts_are_refused() {
     )
     .await;
     assert_eq!(r.status, 303);
-    assert!(!html(&get(&shop.page("/cart"), ada()).await).contains("Your cart is empty"));
+    assert!(!html(&get(&shop.url("/cart"), ada()).await).contains("Your cart is empty"));
     shop.stop().await;
 }
 
 #[tokio::test]
 async fn assets() {
     let shop = Shop::start(Variant::V1).await;
-    let css = get(&shop.page("/content/shop.css"), HeaderMap::new()).await;
+    let css = get(&shop.url("/content/shop.css"), HeaderMap::new()).await;
     assert_eq!(css.status, 200);
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     assert!(text(&css).contains(".card"));
-    let icon = get(&shop.page("/favicon.ico"), HeaderMap::new()).await;
+    let icon = get(&shop.url("/favicon.ico"), HeaderMap::new()).await;
     assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
     assert!(text(&icon).starts_with("<svg"));
     shop.stop().await;

@@ -2,44 +2,10 @@
 //! PENDING, which these tests do not mind).
 
 use axum::http::{HeaderMap, Method};
-use meshwright_shop::{Server, Service, Variant};
+use meshwright_shop::Variant;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::common::*;
-
-struct Shop {
-    store: Server,
-    product: Option<Server>,
-    _dirs: (TempDir, TempDir),
-}
-
-impl Shop {
-    async fn start() -> Shop {
-        let (dp, ds) = (tmp(), tmp());
-        let product = product(&dp, Variant::V1).await;
-        let (mut c, _) = config(Service::Store, &ds);
-        c.product_url = url(&product.url());
-        c.invoice_url = url(&closed_url().await);
-        let store = start(Service::Store, c).await;
-        Shop {
-            store,
-            product: Some(product),
-            _dirs: (dp, ds),
-        }
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("{}{path}", self.store.url())
-    }
-
-    async fn stop(self) {
-        self.store.shutdown().await.unwrap();
-        if let Some(p) = self.product {
-            p.shutdown().await.unwrap();
-        }
-    }
-}
 
 fn order(items: &[(i64, i64)]) -> String {
     let items: Vec<Value> = items
@@ -51,8 +17,8 @@ fn order(items: &[(i64, i64)]) -> String {
 
 #[tokio::test]
 async fn account_comes_from_the_verified_claims() {
-    let shop = Shop::start().await;
-    let r = get(&shop.api("/api/account"), user("u-ada", "Ada Lovelace")).await;
+    let shop = Shop::start(Variant::V1).await;
+    let r = get(&shop.url("/api/account"), user("u-ada", "Ada Lovelace")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-shop-instance"), Some("store"));
     assert_eq!(
@@ -60,10 +26,10 @@ async fn account_comes_from_the_verified_claims() {
         json!({"login": "u-ada", "email": "u-ada@example.com", "name": "Ada Lovelace",
                "authorities": ["ROLE_USER"], "activated": true, "langKey": "en"})
     );
-    assert_problem(&get(&shop.api("/api/account"), HeaderMap::new()).await, 401);
+    assert_problem(&get(&shop.url("/api/account"), HeaderMap::new()).await, 401);
     assert_problem(
         &get(
-            &shop.api("/api/account"),
+            &shop.url("/api/account"),
             with(HeaderMap::new(), "x-jwt-sub", "u-ada"),
         )
         .await,
@@ -74,15 +40,15 @@ async fn account_comes_from_the_verified_claims() {
 
 #[tokio::test]
 async fn customers_are_per_user() {
-    let shop = Shop::start().await;
+    let shop = Shop::start(Variant::V1).await;
     let ada = || user("u-ada", "Ada");
-    let list = get(&shop.api("/api/customers"), ada()).await;
+    let list = get(&shop.url("/api/customers"), ada()).await;
     assert_eq!(json(&list), json!([]));
     assert_eq!(list.header("x-total-count"), Some("0"));
     let record = json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
         "telephone": "+44 20 7946 0000", "addressLine1": "12 St James's Square", "city": "London",
         "country": "United Kingdom"});
-    let created = post_json(&shop.api("/api/customers"), ada(), &record.to_string()).await;
+    let created = post_json(&shop.url("/api/customers"), ada(), &record.to_string()).await;
     assert_eq!(created.status, 201, "{}", text(&created));
     let c = json(&created);
     let id = c["id"].as_i64().unwrap();
@@ -92,7 +58,7 @@ async fn customers_are_per_user() {
         Some(format!("/api/customers/{id}").as_str())
     );
     assert_problem(
-        &post_json(&shop.api("/api/customers"), ada(), &record.to_string()).await,
+        &post_json(&shop.url("/api/customers"), ada(), &record.to_string()).await,
         409,
     );
 
@@ -100,7 +66,7 @@ async fn customers_are_per_user() {
     changed["city"] = json!("Marylebone");
     let put = send(
         Method::PUT,
-        &shop.api(&format!("/api/customers/{id}")),
+        &shop.url(&format!("/api/customers/{id}")),
         ada(),
         Some("application/json"),
         &changed.to_string(),
@@ -109,24 +75,24 @@ async fn customers_are_per_user() {
     assert_eq!(put.status, 200, "{}", text(&put));
     assert_eq!(json(&put)["city"], "Marylebone");
     assert_eq!(
-        json(&get(&shop.api("/api/customers"), ada()).await)[0]["city"],
+        json(&get(&shop.url("/api/customers"), ada()).await)[0]["city"],
         "Marylebone"
     );
 
     // Bob can neither see nor change Ada's record.
     let bob = || user("u-bob", "Bob");
     assert_eq!(
-        json(&get(&shop.api("/api/customers"), bob()).await),
+        json(&get(&shop.url("/api/customers"), bob()).await),
         json!([])
     );
     assert_problem(
-        &get(&shop.api(&format!("/api/customers/{id}")), bob()).await,
+        &get(&shop.url(&format!("/api/customers/{id}")), bob()).await,
         404,
     );
     assert_problem(
         &send(
             Method::PUT,
-            &shop.api(&format!("/api/customers/{id}")),
+            &shop.url(&format!("/api/customers/{id}")),
             bob(),
             Some("application/json"),
             &changed.to_string(),
@@ -138,31 +104,31 @@ async fn customers_are_per_user() {
     let mut with_id = record.clone();
     with_id["id"] = json!(5);
     assert_problem(
-        &post_json(&shop.api("/api/customers"), bob(), &with_id.to_string()).await,
+        &post_json(&shop.url("/api/customers"), bob(), &with_id.to_string()).await,
         400,
     );
     let mut unknown = record.clone();
     unknown["role"] = json!("admin");
     assert_problem(
-        &post_json(&shop.api("/api/customers"), bob(), &unknown.to_string()).await,
+        &post_json(&shop.url("/api/customers"), bob(), &unknown.to_string()).await,
         400,
     );
     let mut bad_email = record.clone();
     bad_email["email"] = json!("nope");
     assert_problem(
-        &post_json(&shop.api("/api/customers"), bob(), &bad_email.to_string()).await,
+        &post_json(&shop.url("/api/customers"), bob(), &bad_email.to_string()).await,
         400,
     );
     let mut long = record;
     long["firstName"] = json!("x".repeat(101));
     assert_problem(
-        &post_json(&shop.api("/api/customers"), bob(), &long.to_string()).await,
+        &post_json(&shop.url("/api/customers"), bob(), &long.to_string()).await,
         400,
     );
     assert_problem(
         &send(
             Method::PUT,
-            &shop.api("/api/customers/abc"),
+            &shop.url("/api/customers/abc"),
             bob(),
             Some("application/json"),
             "{}",
@@ -171,7 +137,7 @@ async fn customers_are_per_user() {
         400,
     );
     assert_problem(
-        &post_json(&shop.api("/api/customers"), HeaderMap::new(), "{}").await,
+        &post_json(&shop.url("/api/customers"), HeaderMap::new(), "{}").await,
         401,
     );
     shop.stop().await;
@@ -179,10 +145,9 @@ async fn customers_are_per_user() {
 
 #[tokio::test]
 async fn orders_are_priced_from_the_catalogue_and_private() {
-    let shop = Shop::start().await;
-    let ada = || user("u-ada", "Ada Lovelace");
+    let shop = Shop::start(Variant::V1).await;
     let r = post_json(
-        &shop.api("/api/product-orders"),
+        &shop.url("/api/product-orders"),
         ada(),
         &order(&[(1, 2), (5, 1)]),
     )
@@ -211,36 +176,36 @@ async fn orders_are_priced_from_the_catalogue_and_private() {
     assert!(o["placedDate"].as_str().unwrap().ends_with('Z'));
 
     // The customer record was made from the claims on the first order.
-    let customers = json(&get(&shop.api("/api/customers"), ada()).await);
+    let customers = json(&get(&shop.url("/api/customers"), ada()).await);
     assert_eq!(customers[0]["firstName"], "Ada");
     assert_eq!(customers[0]["lastName"], "Lovelace");
     assert_eq!(customers[0]["id"], o["customerId"]);
 
-    let list = get(&shop.api("/api/product-orders"), ada()).await;
+    let list = get(&shop.url("/api/product-orders"), ada()).await;
     assert_eq!(list.header("x-total-count"), Some("1"));
     assert_eq!(json(&list)[0]["code"], code);
     assert_eq!(
-        json(&get(&shop.api(&format!("/api/product-orders/{id}")), ada()).await)["code"],
+        json(&get(&shop.url(&format!("/api/product-orders/{id}")), ada()).await)["code"],
         code
     );
 
     let bob = || user("u-bob", "Bob");
     assert_problem(
-        &get(&shop.api(&format!("/api/product-orders/{id}")), bob()).await,
+        &get(&shop.url(&format!("/api/product-orders/{id}")), bob()).await,
         404,
     );
     assert_eq!(
-        json(&get(&shop.api("/api/product-orders"), bob()).await),
+        json(&get(&shop.url("/api/product-orders"), bob()).await),
         json!([])
     );
-    assert_problem(&get(&shop.api("/api/product-orders/abc"), bob()).await, 400);
-    assert_problem(&get(&shop.api("/api/product-orders/999"), ada()).await, 404);
+    assert_problem(&get(&shop.url("/api/product-orders/abc"), bob()).await, 400);
+    assert_problem(&get(&shop.url("/api/product-orders/999"), ada()).await, 404);
     assert_problem(
-        &get(&shop.api("/api/product-orders"), HeaderMap::new()).await,
+        &get(&shop.url("/api/product-orders"), HeaderMap::new()).await,
         401,
     );
 
-    let m = text(&get(&shop.api("/management/prometheus"), HeaderMap::new()).await);
+    let m = prometheus(&shop.store.url()).await;
     assert_eq!(
         metric(&m, r#"shop_orders_total{service="store"}"#),
         Some(1.0)
@@ -251,8 +216,8 @@ async fn orders_are_priced_from_the_catalogue_and_private() {
 
 #[tokio::test]
 async fn bad_orders_are_refused_with_a_problem() {
-    let shop = Shop::start().await;
-    let url = shop.api("/api/product-orders");
+    let shop = Shop::start(Variant::V1).await;
+    let url = shop.url("/api/product-orders");
     let ada = || user("u-ada", "Ada");
     let cases: Vec<(String, &str)> = vec![
         (order(&[]), "at least one"),
@@ -325,8 +290,8 @@ async fn bad_orders_are_refused_with_a_problem() {
 
 #[tokio::test]
 async fn idempotency_key_returns_the_first_order() {
-    let shop = Shop::start().await;
-    let url = shop.api("/api/product-orders");
+    let shop = Shop::start(Variant::V1).await;
+    let url = shop.url("/api/product-orders");
     let ada = || with(user("u-ada", "Ada"), "idempotency-key", "k-1");
     let first = post_json(&url, ada(), &order(&[(2, 1), (3, 2)])).await;
     assert_eq!(first.status, 201);
@@ -356,9 +321,9 @@ async fn idempotency_key_returns_the_first_order() {
 
 #[tokio::test]
 async fn no_order_when_the_catalogue_is_down() {
-    let mut shop = Shop::start().await;
+    let mut shop = Shop::start(Variant::V1).await;
     shop.product.take().unwrap().shutdown().await.unwrap();
-    let url = shop.api("/api/product-orders");
+    let url = shop.url("/api/product-orders");
     let r = post_json(&url, user("u-ada", "Ada"), &order(&[(1, 1)])).await;
     let p = assert_problem(&r, 503);
     assert_eq!(
@@ -367,7 +332,7 @@ async fn no_order_when_the_catalogue_is_down() {
     );
     assert!(r.header("retry-after").is_some());
     assert_eq!(json(&get(&url, user("u-ada", "Ada")).await), json!([]));
-    let m = text(&get(&shop.api("/management/prometheus"), HeaderMap::new()).await);
+    let m = prometheus(&shop.store.url()).await;
     assert_eq!(
         metric(&m, r#"shop_orders_total{service="store"}"#),
         Some(0.0)
@@ -377,7 +342,7 @@ async fn no_order_when_the_catalogue_is_down() {
         Some(0.0)
     );
     assert_eq!(
-        json(&get(&shop.api("/api/customers"), user("u-ada", "Ada")).await),
+        json(&get(&shop.url("/api/customers"), user("u-ada", "Ada")).await),
         json!([])
     );
     shop.stop().await;
@@ -385,8 +350,8 @@ async fn no_order_when_the_catalogue_is_down() {
 
 #[tokio::test]
 async fn cross_site_api_writes_are_refused() {
-    let shop = Shop::start().await;
-    let url = shop.api("/api/product-orders");
+    let shop = Shop::start(Variant::V1).await;
+    let url = shop.url("/api/product-orders");
     let h = with(user("u-ada", "Ada"), "sec-fetch-site", "cross-site");
     assert_problem(&post_json(&url, h, &order(&[(1, 1)])).await, 403);
     let h = with(user("u-ada", "Ada"), "origin", "https://evil.example");
