@@ -25,6 +25,7 @@ pub mod install;
 pub mod k8s;
 pub mod load;
 pub mod mesh;
+pub mod package;
 pub mod paths;
 pub mod proc;
 pub mod render;

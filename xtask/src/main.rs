@@ -17,6 +17,7 @@ mod compose;
 mod exports;
 mod load;
 mod modules;
+mod package;
 mod up;
 
 /// Crates compiled to wasm32 (clippy there; logic tests under Node for the pure ones).
@@ -75,6 +76,17 @@ percentiles per route",
         "everything CI runs: fmt, clippy (host + wasm32), unit/property tests (native and wasm32
 under Node), the filters, the shop and the local mesh in real Envoys and a real browser,
 the manifests through schema validators",
+    ),
+    (
+        "package",
+        "package [--push REGISTRY] [--insecure] [--check]",
+        "the images a cluster pulls, as OCI image layouts in target/package/oci/ (no Docker, no
+registry): every WasmPlugin module as a wasm image, the shop as a FROM-scratch image of its
+release binary; their digests written into k8s/app/ (image@sha256:) and wasmplugins/
+(spec.sha256). The builds are reproducible, so a rebuild gives the same digests.
+  --check          fail if the files pin other digests than the images built now
+  --push REGISTRY  push every image there (skopeo; e.g. ghcr.io or 127.0.0.1:5000)
+  --insecure       push over plain HTTP / without TLS verification",
     ),
     (
         "build",
@@ -152,6 +164,7 @@ fn main() -> ExitCode {
         "up" => up::up(args),
         "compose" => compose::compose(args),
         "load" => load::load(args),
+        "package" => package::package(args),
         "test" => args.finish().and_then(|()| test()),
         "fault-signature" => fault_signature(args),
         "ab-override" => ab_override(args),

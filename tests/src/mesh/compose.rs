@@ -179,7 +179,7 @@ pub fn render(
 }
 
 /// The shared libraries `bin` loads (ldd), the loader included.
-fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+pub fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(bin)
         .output()

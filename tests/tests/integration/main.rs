@@ -10,6 +10,7 @@ mod ab_mesh;
 mod bundle;
 mod compose;
 mod fault;
+mod images;
 mod manifests;
 mod mesh_render;
 mod oauth2;
