@@ -121,5 +121,12 @@ step "checkov (skips and reasons: k8s/validate/checkov.yaml)"
 (cd "$out" && "$venv/bin/checkov" --config-file "$here/checkov.yaml" -f rendered.yaml) || die "checkov"
 passed=$((passed + 1))
 
+# --- the monitoring addons (a layer of their own) -----------------------------
+step "addons: $kubectl kustomize k8s/addons, kubernetes-validate, checkov (k8s/validate/checkov-addons.yaml)"
+"$kubectl" kustomize "$root/k8s/addons" > "$out/addons.yaml" || die "kubectl kustomize k8s/addons"
+core_validate "$out/addons.yaml" || die "addons: core validation"
+(cd "$out" && "$venv/bin/checkov" --config-file "$here/checkov-addons.yaml" -f addons.yaml) || die "addons: checkov"
+passed=$((passed + 1))
+
 printf '\nk8s: %d passed, 0 failed\n' "$passed"
 

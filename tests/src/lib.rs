@@ -28,6 +28,7 @@ pub mod mesh;
 pub mod package;
 pub mod paths;
 pub mod proc;
+pub mod prometheus;
 pub mod render;
 pub mod shoppers;
 pub mod upstream;

@@ -168,3 +168,50 @@ fn network_policies_allow_exactly_the_calls_authorization_policies_allow() -> Re
     assert!(!l7.contains(&("product".into(), "invoice".into())));
     Ok(())
 }
+
+#[test]
+fn istio_proxies_get_the_same_stat_tag_extractors_as_the_local_mesh() -> Result<()> {
+    // k8s/monitoring/stats-tags.yaml (a bootstrap override) carries STATS_TAGS, the extractors
+    // the local mesh's proxies run with and the dashboard's labels come from.
+    let want: Vec<Value> = meshwright_shared::stats::STATS_TAGS
+        .iter()
+        .map(|(name, regex)| serde_json::json!({"tag_name": name, "regex": regex}))
+        .collect();
+    let docs = k8s::load(&k8s::dir().join("monitoring/stats-tags.yaml"))?;
+    let namespaces: BTreeSet<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "meshwright-stats-tags")
+        .map(|d| {
+            let boot: Value = serde_json::from_str(
+                d["data"]["custom_bootstrap.json"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+            .expect("custom_bootstrap.json is JSON");
+            assert_eq!(
+                boot["stats_config"]["stats_tags"],
+                Value::Array(want.clone()),
+                "the extractors of {}: regenerate from filters/shared/src/stats.rs",
+                d["metadata"]["namespace"]
+            );
+            d["metadata"]["namespace"].as_str().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["ecommerce", "istio-system"]));
+    // Every workload's pods and the gateway's select it.
+    let patch = std::fs::read_to_string(k8s::dir().join("app/meshwright-injection.yaml"))?;
+    assert!(patch.contains("sidecar.istio.io/bootstrapOverride: meshwright-stats-tags"));
+    let gateway = helm_values("gateway-values.yaml")?;
+    assert_eq!(
+        gateway["podAnnotations"]["sidecar.istio.io/bootstrapOverride"],
+        "meshwright-stats-tags"
+    );
+    let kustomization = std::fs::read_to_string(k8s::dir().join("app/kustomization.yaml"))?;
+    for kind in ["Deployment", "StatefulSet"] {
+        assert!(
+            kustomization.contains(&format!("kind: {kind}")),
+            "the injection patch covers {kind}s"
+        );
+    }
+    Ok(())
+}

@@ -89,6 +89,53 @@ async fn from_workload(
 const INVOICE: &str = "invoice.ecommerce.svc.cluster.local:8082";
 const PRODUCT: &str = "product.ecommerce.svc.cluster.local:8081";
 
+async fn every_dashboard_query_returns_series(
+    prometheus: &meshwright_testbed::prometheus::Prometheus,
+    proxies: usize,
+) -> Result<()> {
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(
+        paths::root().join("k8s/addons/dashboards/meshwright.json"),
+    )?)?;
+    let queries: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or_default().to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((title.clone(), t["expr"].as_str()?.to_owned())))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let up = eventually(Duration::from_secs(20), "every proxy scraped", || async {
+        let n = prometheus.targets_up().await?;
+        Ok((n == proxies).then_some(n))
+    })
+    .await?;
+    let mut dead = Vec::new();
+    for (title, expr) in &queries {
+        let found = eventually(Duration::from_secs(15), expr, || async {
+            let r = prometheus.query(expr).await?;
+            Ok((!r.is_empty()).then_some(r.len()))
+        })
+        .await;
+        if found.is_err() {
+            dead.push(format!("{title}: {expr}"));
+        }
+    }
+    eprintln!(
+        "dashboard: {} queries over {up} scraped proxies, {} without series",
+        queries.len(),
+        dead.len()
+    );
+    assert!(dead.is_empty(), "dead panels:\n{}", dead.join("\n"));
+    Ok(())
+}
+
 /// The first of `user-0`, `user-1`, … whose A/B assignment at the gateway satisfies `want`.
 fn first_user(
     mesh: &Running,
@@ -683,6 +730,10 @@ async fn a_fault_drill_on_invoice_degrades_the_order_page_and_the_retry_budget_c
     });
     let (_dir, mesh) = start(Some(edit)).await?;
     let base = base(&mesh);
+    // A real Prometheus scraping every proxy of the mesh, as the addons' would in a cluster.
+    let mut admins = vec![mesh.gateway.admin];
+    admins.extend(mesh.sidecars.values().map(|e| e.admin));
+    let prometheus = meshwright_testbed::prometheus::Prometheus::start(&admins).await?;
     let journey = browser_journey(
         &mesh.url(),
         "alice",
@@ -757,5 +808,9 @@ async fn a_fault_drill_on_invoice_degrades_the_order_page_and_the_retry_budget_c
         denied > 0,
         "retries over budget were denied: granted {granted}, denied {denied}"
     );
+
+    // Every query of every panel of the Grafana dashboard (k8s/addons/dashboards/) returns
+    // series from this mesh's proxies: no dead panel.
+    every_dashboard_query_returns_series(&prometheus, mesh.plan.instances.len() + 1).await?;
     Ok(())
 }
