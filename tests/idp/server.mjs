@@ -12,6 +12,8 @@
 //   IDP_ALG                 RS256 (default) or ES256: the ID token signing algorithm
 //   IDP_TOKEN_TTL           access and ID token lifetime, seconds (default 300)
 //   IDP_ROTATE_REFRESH      "1": refresh tokens rotate on every use (default "1")
+//   IDP_TLS_CERT / IDP_TLS_KEY  PEM files: serve HTTPS only, with this certificate (an IdP as
+//                           the internet has them; IDP_ISSUER is then https://…)
 // A fresh signing key with a fresh kid is generated at every start, so restarting the provider
 // rotates its signing keys. Prints "ready <issuer>" on stdout when listening; every token
 // endpoint request is logged as "token <grant_type>" (tests count refreshes this way).
@@ -21,6 +23,8 @@
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
 
 const env = process.env;
 const port = Number(env.IDP_PORT);
@@ -92,5 +96,11 @@ provider.on('grant.success', (ctx) => {
 provider.on('grant.error', (ctx, err) => {
   console.log(`token-error ${ctx.oidc.params?.grant_type ?? '?'} ${err.message}`);
 });
-provider.listen(port, host, () => console.log(`ready ${issuer}`));
+const ready = () => console.log(`ready ${issuer}`);
+if (env.IDP_TLS_CERT) {
+  const tls = { cert: readFileSync(env.IDP_TLS_CERT), key: readFileSync(env.IDP_TLS_KEY) };
+  createServer(tls, provider.callback()).listen(port, host, ready);
+} else {
+  provider.listen(port, host, ready);
+}
 process.on('SIGTERM', () => process.exit(0));

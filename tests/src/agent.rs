@@ -25,6 +25,9 @@ pub struct Agent {
     jar: Mutex<BTreeMap<String, BTreeMap<String, Cookie>>>,
     /// Extra headers sent on every request (e.g. `sec-fetch-mode: navigate`).
     pub headers: Vec<(String, String)>,
+    /// Origins reached at another address, as `/etc/hosts` and a TLS-terminating front would
+    /// ([`Agent::alias`]), by `host:port`.
+    aliases: BTreeMap<String, std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -63,7 +66,18 @@ impl Agent {
             client: HyperClient::builder(TokioExecutor::new()).build_http(),
             jar: Mutex::new(BTreeMap::new()),
             headers,
+            aliases: BTreeMap::new(),
         }
+    }
+
+    /// Sends requests for `origin` (e.g. `https://idp.example.com`) as plain HTTP to `addr`,
+    /// with the origin's `Host`; cookies stay the origin's. The stand-in for a name that resolves
+    /// to a TLS front (a proxy that terminates or originates TLS) in a test on loopback.
+    pub fn alias(mut self, origin: &str, addr: std::net::SocketAddr) -> Self {
+        if let Ok(u) = url::Url::parse(origin) {
+            self.aliases.insert(Self::host_of(&u), addr);
+        }
+        self
     }
 
     fn host_of(url: &url::Url) -> String {
@@ -156,7 +170,20 @@ impl Agent {
         body: Option<(String, &str)>,
     ) -> Result<Response> {
         let u = url::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
-        let mut req = Request::builder().method(method).uri(url);
+        let mut req = match self.aliases.get(&Self::host_of(&u)) {
+            Some(addr) => {
+                let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let host = match u.port() {
+                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+                    None => u.host_str().unwrap_or("").to_owned(),
+                };
+                Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}{}{query}", u.path()))
+                    .header("host", host)
+            }
+            None => Request::builder().method(method).uri(url),
+        };
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }

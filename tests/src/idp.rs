@@ -26,6 +26,10 @@ pub struct IdpOptions {
     pub rotate_refresh_tokens: bool,
     /// Where the provider's stderr goes (default: a file in a temporary directory).
     pub log: Option<PathBuf>,
+    /// The issuer as browsers and the filter name it (default `http://127.0.0.1:<port>`).
+    pub issuer: Option<String>,
+    /// Serve HTTPS only, with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for IdpOptions {
@@ -40,6 +44,8 @@ impl Default for IdpOptions {
             token_ttl_s: 300,
             rotate_refresh_tokens: true,
             log: None,
+            issuer: None,
+            tls: None,
         }
     }
 }
@@ -95,7 +101,10 @@ impl Idp {
     pub fn new(port: u16, options: IdpOptions) -> Self {
         Self {
             port,
-            issuer: format!("http://127.0.0.1:{port}"),
+            issuer: options
+                .issuer
+                .clone()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
             options,
             child: None,
             lines: Arc::new(Mutex::new(Vec::new())),
@@ -133,6 +142,7 @@ impl Idp {
         cmd.arg("server.mjs")
             .current_dir(&dir)
             .env("IDP_PORT", self.port.to_string())
+            .env("IDP_ISSUER", &self.issuer)
             .env("IDP_CLIENT_ID", &o.client_id)
             .env("IDP_CLIENT_SECRET", &o.client_secret)
             .env("IDP_REDIRECT_URIS", o.redirect_uris.join(","))
@@ -144,6 +154,9 @@ impl Idp {
                 "IDP_ROTATE_REFRESH",
                 if o.rotate_refresh_tokens { "1" } else { "0" },
             );
+        if let Some((cert, key)) = &o.tls {
+            cmd.env("IDP_TLS_CERT", cert).env("IDP_TLS_KEY", key);
+        }
         let mut child = Proc::spawn_piped("the IdP (node tests/idp/server.mjs)", cmd, &log)?;
         let stdout = child.take_stdout().context("idp stdout")?;
         let lines = Arc::clone(&self.lines);

@@ -81,6 +81,25 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A server certificate for the DNS name `dns` (what a public CA issues an external host,
+    /// e.g. the IdP): the test's stand-in for a publicly trusted certificate.
+    pub fn issue_server(&self, dns: &str) -> Result<Identity> {
+        let mut params = CertificateParams::new(vec![dns.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, dns);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Identity {
+            spiffe_id: String::new(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `outlier_detection` (a consecutive-errors limit is enforced at 100 %, `minHealthPercent` is
 //! the panic threshold, default 0); `loadBalancer.simple` (default LEAST_REQUEST); `tls.mode:
 //! ISTIO_MUTUAL` → mTLS with the caller's SPIFFE certificate, checking the server's SAN;
+//! `tls.mode: SIMPLE` → TLS origination ([`upstream_simple_tls`]);
 //! subsets → a cluster each, their `trafficPolicy` replacing the top-level one field by field.
 
 use super::certs::Identity;
@@ -103,6 +104,39 @@ pub fn upstream_mtls(m: &MutualTls<'_>) -> Value {
             },
         },
     })
+}
+
+/// Where Istio's proxies find the system's trust roots when a `SIMPLE` rule names no
+/// `caCertificates` (istiod's `VERIFY_CERTIFICATE_AT_CLIENT`, on by default since 1.20, makes the
+/// server certificate checked against them rather than not at all). The Debian/Ubuntu path, as in
+/// the istio-proxy image.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// An Envoy `UpstreamTlsContext` for a `SIMPLE` client TLS policy (TLS origination to a host
+/// outside the mesh): SNI as `tls.sni` says, the server's certificate checked against
+/// `caCertificates` (else the system roots) and, when `subjectAltNames` are listed, its DNS SANs.
+/// Without `sni` Envoy takes it from the request's host (`auto_sni`, istiod's
+/// `ENABLE_AUTO_SNI`) and, with no SANs listed either, checks the certificate against that name
+/// (`auto_san_validation`): those two live in the cluster's protocol options ([`cluster`]).
+pub fn upstream_simple_tls(tls: &ClientTls) -> Value {
+    let roots = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE);
+    let mut validation = json!({"trusted_ca": {"filename": roots}});
+    if !tls.subject_alt_names.is_empty() {
+        validation["match_typed_subject_alt_names"] = json!(
+            tls.subject_alt_names
+                .iter()
+                .map(|n| json!({"san_type": "DNS", "matcher": {"exact": n}}))
+                .collect::<Vec<_>>()
+        );
+    }
+    let mut ctx = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"validation_context": validation},
+    });
+    if let Some(sni) = &tls.sni {
+        ctx["sni"] = json!(sni);
+    }
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
 }
 
 /// One outbound cluster: `name`, its endpoints, the effective policy, and the mTLS settings the
@@ -225,6 +259,19 @@ pub fn cluster(
             }
         }
         Some("DISABLE") => {}
+        Some("SIMPLE") => {
+            let Some(tls) = policy.tls.as_ref() else {
+                bail!("tls.mode SIMPLE without tls")
+            };
+            c["transport_socket"] = upstream_simple_tls(tls);
+            if tls.sni.is_none() {
+                let p = &mut c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+                p["upstream_http_protocol_options"] = json!({
+                    "auto_sni": true,
+                    "auto_san_validation": tls.subject_alt_names.is_empty(),
+                });
+            }
+        }
         Some(other) => bail!("tls.mode {other} is not translated locally"),
     }
     Ok(c)
@@ -302,6 +349,46 @@ subsets:
             labels: Default::default(),
             traffic_policy: None,
         };
+    }
+
+    #[test]
+    fn simple_tls_originates_tls_checking_the_servers_dns_name_against_the_system_roots() {
+        let r = rule(
+            "host: idp.example.com\ntrafficPolicy:\n  tls: {mode: SIMPLE, sni: idp.example.com, subjectAltNames: [idp.example.com]}\n",
+        );
+        let p = policy_for(Some(&r), None).unwrap();
+        let c = cluster("x", &[Endpoint::new("idp.example.com", 443)], &p, None).unwrap();
+        let ctx = &c["transport_socket"]["typed_config"];
+        assert_eq!(ctx["sni"], "idp.example.com");
+        let v = &ctx["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], SYSTEM_CA_BUNDLE);
+        assert_eq!(v["match_typed_subject_alt_names"][0]["san_type"], "DNS");
+        assert_eq!(
+            v["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "idp.example.com"
+        );
+        assert!(ctx["common_tls_context"].get("tls_certificates").is_none());
+        let opts = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(opts.get("upstream_http_protocol_options").is_none());
+    }
+
+    #[test]
+    fn simple_tls_without_sni_takes_it_and_the_checked_name_from_the_request() {
+        let r = rule(
+            "host: idp.example.com\ntrafficPolicy:\n  tls: {mode: SIMPLE, caCertificates: /etc/idp-ca.pem}\n",
+        );
+        let p = policy_for(Some(&r), None).unwrap();
+        let c = cluster("x", &[Endpoint::new("idp.example.com", 443)], &p, None).unwrap();
+        let ctx = &c["transport_socket"]["typed_config"];
+        assert!(ctx.get("sni").is_none());
+        assert_eq!(
+            ctx["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+            "/etc/idp-ca.pem"
+        );
+        let opts = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            ["upstream_http_protocol_options"];
+        assert_eq!(opts["auto_sni"], true);
+        assert_eq!(opts["auto_san_validation"], true);
     }
 
     #[test]

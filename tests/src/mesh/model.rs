@@ -487,6 +487,9 @@ pub struct ClientTls {
     pub sni: Option<String>,
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+    /// A PEM file of the roots to trust (`SIMPLE`); unset, the system's bundle.
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

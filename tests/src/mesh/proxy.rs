@@ -247,6 +247,39 @@ fn outbound_clusters(
     Ok(out)
 }
 
+/// The cluster istiod builds for a `ServiceEntry` host outside the mesh, as a proxy in
+/// `caller_ns` sees it: `outbound|<port>||<host>`, endpoints by the entry's resolution (`DNS`:
+/// the host name itself, resolved by Envoy), the policy of the DestinationRule visible there —
+/// for `tls.mode: SIMPLE` TLS origination, no mesh mTLS (the host has no sidecar). Refuses an
+/// entry the caller cannot see (`exportTo`) or a resolution it does not translate.
+pub fn external_cluster(mesh: &Mesh, caller_ns: &str, host: &str, port: u16) -> Result<Value> {
+    let visible = |e: &&Named<model::ServiceEntry>| {
+        e.spec.export_to.is_empty()
+            || e.spec.export_to.iter().any(|x| x == "*" || x == caller_ns)
+            || (e.namespace == caller_ns && e.spec.export_to.iter().any(|x| x == "."))
+    };
+    let entry = mesh
+        .objects
+        .service_entries
+        .iter()
+        .filter(visible)
+        .find(|e| e.spec.hosts.iter().any(|h| h == host))
+        .with_context(|| format!("no ServiceEntry for {host} visible in namespace {caller_ns}"))?;
+    if !entry.spec.ports.iter().any(|p| p.number == port) {
+        bail!("ServiceEntry {} has no port {port}", entry.id());
+    }
+    let endpoints = match entry.spec.resolution.as_str() {
+        "DNS" => vec![Endpoint::new(host, port)],
+        other => bail!(
+            "ServiceEntry {}: resolution {other} is not translated locally",
+            entry.id()
+        ),
+    };
+    let name = format!("outbound|{port}||{host}");
+    let policy = clusters::policy_for(destination_rule(mesh, host, caller_ns), None)?;
+    clusters::cluster(&name, &endpoints, &policy, None).with_context(|| format!("cluster {name}"))
+}
+
 /// The DestinationRule for `host` visible to a caller in `caller_ns`: the caller's namespace
 /// first, then the host's, then the root namespace (Istio's lookup order).
 fn destination_rule<'a>(

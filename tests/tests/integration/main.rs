@@ -10,6 +10,7 @@ mod ab_mesh;
 mod bundle;
 mod compose;
 mod fault;
+mod idp_tls;
 mod images;
 mod manifests;
 mod mesh_render;

@@ -132,3 +132,42 @@ fn product_v1_runs_two_instances_behind_one_subset_cluster() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_idp_cluster_originates_tls_and_only_the_gateways_namespace_sees_it() -> Result<()> {
+    let mesh = Mesh::load(PluginSet::Separate, &BTreeMap::new())?;
+    let c = proxy::external_cluster(&mesh, "istio-system", "idp.example.com", 443)?;
+    assert_eq!(c["name"], "outbound|443||idp.example.com");
+    assert_eq!(
+        c["connect_timeout"], "3s",
+        "the DestinationRule's connectTimeout"
+    );
+    let tls = &c["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"], "idp.example.com");
+    assert_eq!(
+        tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]
+            ["exact"],
+        "idp.example.com"
+    );
+    // The name the OAuth2 filter dispatches to (alone and bundled) is this cluster.
+    let shipped =
+        |name: &str| meshwright_testbed::wasmplugin::shipped(name).map(|p| p.spec.plugin_config);
+    assert_eq!(
+        shipped("oauth2")?.context("pluginConfig")?["idp_cluster"],
+        c["name"]
+    );
+    assert_eq!(
+        shipped("bundle-gateway")?.context("pluginConfig")?["oauth2"]["idp_cluster"],
+        c["name"]
+    );
+    // exportTo ".": an app's sidecar has no route to the IdP.
+    let err = proxy::external_cluster(&mesh, "ecommerce", "idp.example.com", 443)
+        .expect_err("not exported to ecommerce");
+    assert!(err.to_string().contains("visible"), "{err}");
+    assert!(proxy::external_cluster(&mesh, "istio-system", "idp.example.com", 80).is_err());
+    // Validated by Envoy as part of a gateway's config.
+    let mut config = meshwright_testbed::render::Bootstrap::new().to_json();
+    config["static_resources"]["clusters"] = serde_json::json!([c]);
+    validate(&config, &mesh.overlay.host_env)?;
+    Ok(())
+}
