@@ -104,6 +104,9 @@ if node "$here/validate-istio.mjs" "$here/testdata/bad-istio.yaml" > "$out/selft
   die "Istio validation accepted testdata/bad-istio.yaml"
 fi
 if grep ': ok$' "$out/selftest-istio.log"; then die "Istio validation accepted the documents above"; fi
+if "$here/node_modules/.bin/action-validator" "$here/testdata/bad-workflow.yml" > /dev/null; then
+  die "workflow validation accepted testdata/bad-workflow.yml"
+fi
 echo "ok: every bad fixture rejected"
 passed=$((passed + 1))
 
@@ -126,6 +129,14 @@ step "addons: $kubectl kustomize k8s/addons, kubernetes-validate, checkov (k8s/v
 "$kubectl" kustomize "$root/k8s/addons" > "$out/addons.yaml" || die "kubectl kustomize k8s/addons"
 core_validate "$out/addons.yaml" || die "addons: core validation"
 (cd "$out" && "$venv/bin/checkov" --config-file "$here/checkov-addons.yaml" -f addons.yaml) || die "addons: checkov"
+passed=$((passed + 1))
+
+# --- CI workflows (Trivy runs there, with network: .github/workflows/security.yml) ----
+step "workflows: action-validator (GitHub's workflow schema) .github/workflows/*.yml"
+for f in "$root"/.github/workflows/*.yml; do
+  "$here/node_modules/.bin/action-validator" "$f" || die "workflow schema: $f"
+done
+echo "ok"
 passed=$((passed + 1))
 
 printf '\nk8s: %d passed, 0 failed\n' "$passed"

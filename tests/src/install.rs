@@ -256,6 +256,41 @@ pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The SBOM generator's version (crates.io `cargo-cyclonedx`, the CycloneDX project's own).
+pub const CARGO_CYCLONEDX: &str = "0.5.9";
+
+/// `cargo-cyclonedx`, installed into .tools/ (~80 s of compiling the first time). Returns the
+/// directory of its binary (to put on PATH: cargo finds `cargo-cyclonedx` there).
+pub fn ensure_cargo_cyclonedx() -> Result<PathBuf> {
+    let root = paths::tools().join(format!("cargo-cyclonedx-{CARGO_CYCLONEDX}"));
+    let bin = root.join("bin");
+    if bin.join("cargo-cyclonedx").exists() {
+        return Ok(bin);
+    }
+    let _lock = Lock::take()?;
+    if bin.join("cargo-cyclonedx").exists() {
+        return Ok(bin);
+    }
+    eprintln!("installing cargo-cyclonedx {CARGO_CYCLONEDX} (SBOMs; ~80 s of compiling)");
+    run(Command::new("cargo")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .args([
+            "install",
+            "--quiet",
+            "--locked",
+            "cargo-cyclonedx",
+            "--version",
+            CARGO_CYCLONEDX,
+            "--root",
+        ])
+        .arg(&root)
+        .current_dir(paths::tools()))?;
+    Ok(bin)
+}
+
 /// `npm ci` in a directory with a package-lock.json, when node_modules is missing or older
 /// than the lock file.
 ///

@@ -549,6 +549,127 @@ pub fn push(image: &Image, registry: &str, tls_verify: bool) -> Result<String> {
     Ok(dest)
 }
 
+/// The crate and build target each image's binary comes from, and the file name
+/// `cargo cyclonedx --describe binaries` gives its SBOM.
+fn sbom_source(image: &Image) -> Result<(&'static str, &'static str, bool)> {
+    let name = image.repository.rsplit('/').next().unwrap_or_default();
+    Ok(match name {
+        "fault" => (
+            "filters/fault",
+            "meshwright_fault_cdylib-rlib.cdx.json",
+            true,
+        ),
+        "oauth2" => (
+            "filters/oauth2",
+            "meshwright_oauth2_cdylib-rlib.cdx.json",
+            true,
+        ),
+        "retry-budget" => (
+            "filters/retry",
+            "meshwright_retry_cdylib-rlib.cdx.json",
+            true,
+        ),
+        "ab" => ("filters/ab", "meshwright_ab_cdylib-rlib.cdx.json", true),
+        "bundle" => (
+            "filters/bundle",
+            "meshwright_bundle_cdylib-rlib.cdx.json",
+            true,
+        ),
+        "shop" => ("shop", "meshwright-shop_bin.cdx.json", false),
+        other => bail!("no SBOM source for the image {other}"),
+    })
+}
+
+/// Removes the SBOM files cargo-cyclonedx writes next to every workspace member's Cargo.toml.
+fn remove_generated_sboms() -> Result<()> {
+    let root = paths::root();
+    let mut dirs = vec![
+        root.join("shop"),
+        root.join("xtask"),
+        root.join("tests"),
+        root.join("bench"),
+    ];
+    for e in std::fs::read_dir(root.join("filters"))? {
+        dirs.push(e?.path());
+    }
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".cdx.json") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A CycloneDX 1.5 SBOM (JSON) of every image, from cargo-cyclonedx: the crates that go into
+/// the image's binary for its build target (wasm32-wasip1 for the modules, the host for the
+/// shop), with versions, licences and Cargo.lock checksums; no dev- or build-dependencies.
+/// Each names its image and digest (`metadata.properties`). Written to
+/// target/package/sbom/<image>.cdx.json; returns the files.
+pub fn sboms(images: &[Image]) -> Result<Vec<PathBuf>> {
+    let bin = install::ensure_cargo_cyclonedx()?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let root = paths::root();
+    let mut generated: BTreeMap<(String, bool), Value> = BTreeMap::new();
+    for wasm in [true, false] {
+        remove_generated_sboms()?;
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["cyclonedx", "--describe", "binaries", "--format", "json"])
+            .args(["--spec-version", "1.5", "--no-build-deps", "-q"])
+            .env("PATH", &path)
+            .current_dir(&root);
+        if wasm {
+            cmd.args(["--target", "wasm32-wasip1"]);
+        }
+        let status = cmd.status().context("cargo cyclonedx")?;
+        if !status.success() {
+            remove_generated_sboms()?;
+            bail!("cargo cyclonedx failed ({status})");
+        }
+        for image in images {
+            let (dir, file, for_wasm) = sbom_source(image)?;
+            if for_wasm != wasm {
+                continue;
+            }
+            let f = root.join(dir).join(file);
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cargo cyclonedx wrote no SBOM", f.display()))?;
+            generated.insert(
+                (image.repository.clone(), wasm),
+                serde_json::from_str(&text)?,
+            );
+        }
+    }
+    remove_generated_sboms()?;
+    let dir = out_dir().join("sbom");
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for image in images {
+        let (_, _, wasm) = sbom_source(image)?;
+        let mut bom = generated
+            .remove(&(image.repository.clone(), wasm))
+            .with_context(|| format!("no SBOM for {}", image.repository))?;
+        bom["metadata"]["properties"] = json!([
+            {"name": "meshwright:image", "value": format!("{}:{}", image.repository, image.tag)},
+            {"name": "meshwright:image-digest", "value": image.digest},
+            {"name": "meshwright:target", "value": if wasm { "wasm32-wasip1" } else { "host" }},
+        ]);
+        let name = image.repository.rsplit('/').next().unwrap_or("image");
+        let file = dir.join(format!("{name}.cdx.json"));
+        std::fs::write(&file, serde_json::to_vec_pretty(&bom)?)?;
+        out.push(file);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

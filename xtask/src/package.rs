@@ -41,6 +41,9 @@ pub fn package(mut args: Args) -> Result<()> {
             say(&format!("pinned: {}", f.display()));
         }
     }
+    for f in package::sboms(&images)? {
+        say(&format!("SBOM: {}", f.display()));
+    }
     if let Some(r) = registry {
         for i in &images {
             say(&format!("pushed: {}", package::push(i, &r, !insecure)?));

@@ -1,6 +1,6 @@
 //! The images a cluster pulls: built by `cargo xtask package`'s code, their digests the ones
 //! k8s/ and wasmplugins/ pin, pushed to a real registry (Debian's docker-registry) with skopeo
-//! and read back with the media types Istio and Kubernetes expect.
+//! and read back with the media types Istio and Kubernetes expect; each with a CycloneDX SBOM.
 
 use anyhow::{Context, Result, ensure};
 use meshwright_testbed::package::{self, Image, Registry};
@@ -28,6 +28,76 @@ fn sha256(bytes: &[u8]) -> String {
         "sha256:{}",
         d.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
+}
+
+/// Every (name, version) in Cargo.lock.
+fn locked() -> Result<std::collections::BTreeSet<(String, String)>> {
+    let lock = std::fs::read_to_string(meshwright_testbed::paths::root().join("Cargo.lock"))?;
+    let mut out = std::collections::BTreeSet::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_owned());
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+            out.insert((n, v.trim_matches('"').to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// Every image has an SBOM of exactly what its binary is built from. (Part of the one images
+/// test: building the images again in a parallel test would rewrite the layouts it pushes.)
+fn check_sboms(images: &[Image]) -> Result<()> {
+    let files = package::sboms(images)?;
+    assert_eq!(files.len(), images.len());
+    let locked = locked()?;
+    for (image, file) in images.iter().zip(&files) {
+        let bom: Value = serde_json::from_slice(&std::fs::read(file)?)?;
+        assert_eq!(bom["bomFormat"], "CycloneDX");
+        assert_eq!(bom["specVersion"], "1.5");
+        let props = bom["metadata"]["properties"].to_string();
+        assert!(
+            props.contains(&image.digest),
+            "{}: names its image's digest",
+            file.display()
+        );
+        let names: Vec<&str> = bom["components"]
+            .as_array()
+            .context("components")?
+            .iter()
+            .map(|c| {
+                let (n, v) = (
+                    c["name"].as_str().unwrap_or(""),
+                    c["version"].as_str().unwrap_or(""),
+                );
+                assert!(
+                    locked.contains(&(n.to_owned(), v.to_owned())),
+                    "{}: {n} {v} is not in Cargo.lock",
+                    file.display()
+                );
+                n
+            })
+            .collect();
+        let has = |n: &str| names.contains(&n);
+        assert!(
+            !has("proptest") && !has("wasm-bindgen-test"),
+            "{}: no dev-dependencies",
+            file.display()
+        );
+        if image.module_sha256.is_some() {
+            assert!(
+                has("proxy-wasm") && !has("tokio"),
+                "{}: a module's crates",
+                file.display()
+            );
+        } else {
+            assert!(
+                has("axum") && has("rusqlite") && !has("proxy-wasm"),
+                "the shop's crates"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -99,5 +169,5 @@ fn the_images_are_pinned_by_digest_pushed_and_pulled_back_intact() -> Result<()>
             );
         }
     }
-    Ok(())
+    check_sboms(&images)
 }
