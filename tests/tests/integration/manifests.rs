@@ -215,3 +215,185 @@ fn istio_proxies_get_the_same_stat_tag_extractors_as_the_local_mesh() -> Result<
     }
     Ok(())
 }
+
+/// What a Helm chart of the install order brings: CRD groups, and what its pods need to exist
+/// before they start. The charts are not rendered here (no chart can be fetched); this is what
+/// their documentation and our values say.
+fn chart_needs_and_gives(chart: &str) -> Result<(Vec<String>, Vec<&'static str>)> {
+    Ok(match chart {
+        "istio/base" => (
+            Vec::new(),
+            vec![
+                "networking.istio.io",
+                "security.istio.io",
+                "telemetry.istio.io",
+                "extensions.istio.io",
+            ],
+        ),
+        "istio/istiod" => (vec!["crd networking.istio.io".into()], Vec::new()),
+        "jetstack/cert-manager" => (Vec::new(), vec!["cert-manager.io"]),
+        "istio/gateway" => {
+            // The gateway pods mount the bootstrap override ConfigMap and read the Secret the
+            // meshwright-gateway injection template names; injection itself needs istiod.
+            let values = helm_values("gateway-values.yaml")?;
+            let annotations = &values["podAnnotations"];
+            let mut needs = vec!["release istiod".to_owned()];
+            if let Some(cm) = annotations["sidecar.istio.io/bootstrapOverride"].as_str() {
+                needs.push(format!("ConfigMap istio-system/{cm}"));
+            }
+            let templates = annotations["inject.istio.io/templates"]
+                .as_str()
+                .unwrap_or_default();
+            let istiod = helm_values("istiod-values.yaml")?;
+            for t in templates.split(',').filter(|t| *t != "gateway") {
+                let text = istiod["sidecarInjectorWebhook"]["templates"][t]
+                    .as_str()
+                    .with_context(|| format!("istiod-values.yaml: no injection template {t}"))?;
+                for line in text.lines() {
+                    if let Some(rest) = line.split("secretKeyRef: {name: ").nth(1) {
+                        let name = rest.split(',').next().unwrap_or_default();
+                        needs.push(format!("Secret istio-system/{name}"));
+                    }
+                }
+            }
+            (needs, Vec::new())
+        }
+        other => anyhow::bail!("the install order uses a chart this test does not know: {other}"),
+    })
+}
+
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "policy",
+    "networking.k8s.io",
+    "rbac.authorization.k8s.io",
+];
+
+#[test]
+fn the_install_order_puts_every_dependency_first() -> Result<()> {
+    let root = meshwright_testbed::paths::root();
+    let readme = std::fs::read_to_string(k8s::dir().join("README.md"))?;
+    let section = readme
+        .split("## Install order")
+        .nth(1)
+        .context("k8s/README.md: no Install order section")?;
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .context("the install order's command block")?;
+    // Continuation lines joined: one command per line.
+    let commands: Vec<String> = block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .flat_map(|l| l.split(" && ").map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let mut have: BTreeSet<String> = BTreeSet::new();
+    let mut applied_dirs = Vec::new();
+    let mut missing = Vec::new();
+    for cmd in &commands {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let flag = |f: &str| {
+            words
+                .iter()
+                .position(|w| *w == f)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let mut need = |what: String, have: &BTreeSet<String>| {
+            if !have.contains(&what) {
+                missing.push(format!("`{cmd}` needs {what}"));
+            }
+        };
+        match words.as_slice() {
+            ["helm", "upgrade", "--install", release, chart, ..] => {
+                let ns = flag("-n").context("helm without -n")?;
+                if words.contains(&"--create-namespace") {
+                    have.insert(format!("Namespace {ns}"));
+                }
+                need(format!("Namespace {ns}"), &have);
+                let (needs, gives) = chart_needs_and_gives(chart)?;
+                for n in needs {
+                    need(n, &have);
+                }
+                have.extend(gives.iter().map(|g| format!("crd {g}")));
+                have.insert(format!("release {release}"));
+            }
+            ["helm", "repo", ..] | ["cargo", "xtask", "package", ..] => {}
+            ["kubectl", "-n", ns, "create", "secret", _, name, ..] => {
+                need(format!("Namespace {ns}"), &have);
+                have.insert(format!("Secret {ns}/{name}"));
+            }
+            ["kubectl", "apply", mode, path] => {
+                let p = root.join(path);
+                let objects = match *mode {
+                    "-k" => {
+                        applied_dirs.push(path.to_string());
+                        load_kustomization(&p)?
+                    }
+                    "-f" => k8s::load(&p)?,
+                    other => anyhow::bail!("kubectl apply {other}"),
+                };
+                // kubectl applies a set's Namespaces first; everything else needs what came
+                // before (or those Namespaces).
+                for o in &objects {
+                    if o["kind"] == "Namespace" {
+                        have.insert(format!(
+                            "Namespace {}",
+                            o["metadata"]["name"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+                for o in &objects {
+                    let api = o["apiVersion"].as_str().unwrap_or_default();
+                    let group = api.rsplit_once('/').map_or("", |(g, _)| g);
+                    if !BUILT_IN_GROUPS.contains(&group) {
+                        need(format!("crd {group}"), &have);
+                    }
+                    if let Some(ns) = o["metadata"]["namespace"].as_str() {
+                        need(format!("Namespace {ns}"), &have);
+                    }
+                }
+                for o in &objects {
+                    let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+                    let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                    match o["kind"].as_str() {
+                        Some(k @ ("ConfigMap" | "Secret")) => {
+                            have.insert(format!("{k} {ns}/{name}"));
+                        }
+                        Some("Certificate") => {
+                            let secret = o["spec"]["secretName"].as_str().unwrap_or_default();
+                            have.insert(format!("Secret {ns}/{secret}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => anyhow::bail!("the install order has a command this test does not read: {cmd}"),
+        }
+    }
+    assert!(missing.is_empty(), "out of order:\n{}", missing.join("\n"));
+    // Every layer that a cluster runs is applied.
+    for dir in ["k8s", "k8s/addons", "wasmplugins"] {
+        assert!(
+            applied_dirs.iter().any(|d| d == dir),
+            "{dir} is never applied"
+        );
+    }
+    // The Secret the Gateway serves (credentialName) and the optional fault key are there.
+    let gateway = k8s::find(&k8s::dir().join("mesh/gateway.yaml"), "Gateway", "shop")?;
+    for server in gateway["spec"]["servers"].as_array().into_iter().flatten() {
+        if let Some(c) = server["tls"]["credentialName"].as_str() {
+            assert!(
+                have.contains(&format!("Secret istio-system/{c}")),
+                "credentialName {c}"
+            );
+        }
+    }
+    assert!(have.contains("Secret ecommerce/meshwright-fault"));
+    Ok(())
+}
