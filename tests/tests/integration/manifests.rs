@@ -397,3 +397,73 @@ fn the_install_order_puts_every_dependency_first() -> Result<()> {
     assert!(have.contains("Secret ecommerce/meshwright-fault"));
     Ok(())
 }
+
+/// Whether a NetworkPolicy egress peer lets a pod reach a public address (a registry outside
+/// the cluster): an ipBlock covering 0.0.0.0/0 minus private ranges only.
+fn reaches_the_internet(peer: &Value) -> bool {
+    let block = &peer["ipBlock"];
+    block["cidr"] == "0.0.0.0/0"
+        && block["except"].as_array().into_iter().flatten().all(|e| {
+            e.as_str().is_some_and(|c| {
+                ["10.", "172.16.", "192.168.", "169.254.", "100.64."]
+                    .iter()
+                    .any(|p| c.starts_with(p))
+            })
+        })
+}
+
+#[test]
+fn every_sidecar_that_runs_a_plugin_may_pull_its_module() -> Result<()> {
+    // Where the sidecar plugins' modules come from: oci:// over HTTPS (443).
+    let mut registries = BTreeSet::new();
+    for dir in ["wasmplugins", "wasmplugins/bundle"] {
+        for p in load_kustomization(&meshwright_testbed::paths::root().join(dir))? {
+            let url = p["spec"]["url"].as_str().context("WasmPlugin url")?;
+            let rest = url
+                .strip_prefix("oci://")
+                .context("modules are pulled as OCI images")?;
+            registries.insert(rest.split('/').next().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(
+        registries.iter().all(|r| !r.contains(':')),
+        "a registry on another port: {registries:?}"
+    );
+    let policies: Vec<Value> = load_kustomization(&k8s::dir().join("security"))?
+        .into_iter()
+        .filter(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["namespace"] == "ecommerce")
+        .collect();
+    assert!(
+        policies
+            .iter()
+            .any(|p| p["spec"]["podSelector"] == serde_json::json!({})
+                && p["spec"]["policyTypes"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == "Egress"))),
+        "the namespace denies egress by default (else this test proves nothing)"
+    );
+    let allows_443_out = |p: &Value| {
+        p["spec"]["podSelector"] == serde_json::json!({})
+            && p["spec"]["egress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    rule["to"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(reaches_the_internet)
+                        && rule["ports"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|port| port["port"] == 443)
+                })
+    };
+    assert!(
+        policies.iter().any(allows_443_out),
+        "no NetworkPolicy lets every pod's istio-agent reach {registries:?} on 443"
+    );
+    Ok(())
+}
