@@ -107,6 +107,16 @@ pub async fn grpc_unary(
     method_path: &'static str,
     payload: Bytes,
 ) -> Result<GrpcOutcome> {
+    grpc_unary_with(addr, method_path, payload, &[]).await
+}
+
+/// [`grpc_unary`] with request metadata (headers).
+pub async fn grpc_unary_with(
+    addr: SocketAddr,
+    method_path: &'static str,
+    payload: Bytes,
+    metadata: &[(&'static str, &str)],
+) -> Result<GrpcOutcome> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -114,9 +124,11 @@ pub async fn grpc_unary(
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let path = hyper::http::uri::PathAndQuery::from_static(method_path);
-    let result = grpc
-        .unary(tonic::Request::new(payload), path, RawCodec)
-        .await;
+    let mut request = tonic::Request::new(payload);
+    for (k, v) in metadata {
+        request.metadata_mut().insert(*k, v.parse()?);
+    }
+    let result = grpc.unary(request, path, RawCodec).await;
     Ok(match result {
         Ok(_) => GrpcOutcome {
             code: 0,

@@ -230,6 +230,9 @@ impl FaultConfigSpec {
             for h in crate::control::HEADERS_READ {
                 need(h);
             }
+            // A signed gRPC abort answers a gRPC request in gRPC's terms: the decision needs to
+            // know the request is one, whatever the rules say.
+            need("content-type");
         }
 
         Ok(FaultConfig {
@@ -509,6 +512,19 @@ mod tests {
         assert_eq!(
             c.headers_read,
             [":path", ":method", "x-canary", "cookie", "content-type"]
+        );
+    }
+
+    #[test]
+    fn header_control_reads_content_type_so_a_signed_grpc_abort_can_fire() {
+        let c = FaultConfig::from_json(
+            br#"{"header_control": {"require_signature": false}, "rules": []}"#,
+        )
+        .unwrap();
+        assert!(
+            c.headers_read.iter().any(|h| h == "content-type"),
+            "{:?}",
+            c.headers_read
         );
     }
 

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bytes::Bytes;
 use meshwright_fault::control;
-use meshwright_testbed::client::{Http, grpc_unary};
+use meshwright_testbed::client::{Http, grpc_unary, grpc_unary_with};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
 use meshwright_testbed::render::{Cluster, Route};
@@ -190,6 +190,35 @@ async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<(
     assert_eq!(
         bed.envoy
             .stat(&rule_stat("grpc-unavailable", "aborts_injected"))
+            .await?,
+        1
+    );
+    Ok(())
+}
+
+/// Signed header control aborts a gRPC request with the gRPC status it names, although no rule
+/// has a gRPC status (the filter must still learn that the request is gRPC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Result<()> {
+    let key = "a-test-signing-key-of-at-least-32-bytes";
+    let bed = bed(json!({"header_control": {"signing_key_env": KEY_ENV}, "rules": []}))
+        .env(KEY_ENV, key)
+        .cluster(Cluster::http2)
+        .start()
+        .await?;
+    let sig = control::sign(key.as_bytes(), unix_now() + 60, [None, Some("14"), None, None, None]);
+    let aborted = grpc_unary_with(
+        bed.addr(),
+        "/meshwright.test.Orders/Place",
+        Bytes::from_static(b"x"),
+        &[(control::ABORT_GRPC, "14"), (control::SIGNATURE, &sig)],
+    )
+    .await?;
+    assert_eq!(aborted.code, 14, "UNAVAILABLE expected, got {aborted:?}");
+    assert_eq!(bed.upstream.hits(), 0);
+    assert_eq!(
+        bed.envoy
+            .stat(&rule_stat("header-control", "aborts_injected"))
             .await?,
         1
     );
