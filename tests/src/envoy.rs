@@ -163,6 +163,8 @@ impl Envoy {
             .arg("--log-path")
             .arg(&log_path)
             .args(["-l", "info"])
+            // The log file is flushed every 10 s by default; tests read it.
+            .args(["--file-flush-interval-msec", "200"])
             .envs(&opts.env)
             .stdin(Stdio::null())
             // Access logs to /dev/stdout (Istio's `envoy` provider) land in a file.
@@ -301,6 +303,20 @@ impl Envoy {
     /// The whole log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Whether the log comes to contain `needle` within `within` (it is written in batches).
+    pub async fn log_contains(&self, needle: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// What Envoy wrote to stdout: its access logs to `/dev/stdout`.

@@ -109,6 +109,17 @@ pub fn header(name: &str) -> Result<Option<String>, HostError> {
     }
 }
 
+/// Every value of a request header joined with `sep` (e.g. several HTTP/1.1 `Cookie` headers,
+/// which Envoy keeps apart, as one `; `-separated list: RFC 6265 §5.4), and how many there were;
+/// `Ok(None)` when absent. One map read outside a pass, none inside one.
+pub fn header_joined(name: &str, sep: &str) -> Result<Option<(String, usize)>, HostError> {
+    let joined = |c: &HeaderMapCopy| c.joined(name, sep.as_bytes()).map(|(v, n)| (lossy(&v), n));
+    if let Some(v) = with_copy(joined) {
+        return Ok(v);
+    }
+    Ok(joined(&HeaderMapCopy::new(abi::header_map_bytes(MAP)?)))
+}
+
 /// Calls `f(name, value)` for every request header, in order, repeated ones included. `f` may
 /// read headers but not write them.
 pub fn visit(mut f: impl FnMut(&[u8], &[u8])) -> Result<(), HostError> {

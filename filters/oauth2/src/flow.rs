@@ -30,6 +30,13 @@ use subtle::ConstantTimeEq;
 
 /// Clock skew tolerated when checking IdP tokens.
 pub const LEEWAY_S: u64 = 60;
+/// Whether a session's token (expiring at `token_exp` by the IdP's clock) may still be
+/// forwarded at `now_s`: with the same leeway the ID-token check allows, so a token that passed
+/// that check at login is not refused by the next request (an IdP clock behind ours).
+pub fn token_usable(token_exp: u64, now_s: u64) -> bool {
+    now_s < token_exp.saturating_add(LEEWAY_S)
+}
+
 /// Longest return URL kept, in bytes.
 pub const MAX_RETURN_URL: usize = 2048;
 /// Headers the decision reads.
@@ -176,11 +183,28 @@ pub enum Failure {
     /// The ID token's key is unknown: refetch the JWKS and try again.
     UnknownKey,
     IdToken,
+    /// The ID token is signed with an algorithm other than RS256/ES256 (e.g. HS256).
+    IdTokenAlg,
     SessionTooLarge,
     JwksUnavailable,
 }
 
 impl Failure {
+    /// Every failure, for the per-reason counters.
+    pub const ALL: [Failure; 11] = [
+        Self::IdpError,
+        Self::UnknownState,
+        Self::StateMismatch,
+        Self::IssuerMismatch,
+        Self::TokenEndpoint,
+        Self::TokenResponse,
+        Self::UnknownKey,
+        Self::IdToken,
+        Self::IdTokenAlg,
+        Self::SessionTooLarge,
+        Self::JwksUnavailable,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::IdpError => "idp_error",
@@ -191,8 +215,32 @@ impl Failure {
             Self::TokenResponse => "token_response",
             Self::UnknownKey => "unknown_key",
             Self::IdToken => "id_token",
+            Self::IdTokenAlg => "id_token_alg",
             Self::SessionTooLarge => "session_too_large",
             Self::JwksUnavailable => "jwks_unavailable",
+        }
+    }
+
+    /// What went wrong, for the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::IdpError => "the IdP answered the authorization request with an error",
+            Self::UnknownState => {
+                "no login in progress for this state (expired, replayed or forged callback)"
+            }
+            Self::StateMismatch => "the callback's state does not match the login cookie",
+            Self::IssuerMismatch => "the callback's iss is not the configured issuer (RFC 9207)",
+            Self::TokenEndpoint => "the token endpoint refused the grant",
+            Self::TokenResponse => "the token endpoint's answer is not a usable token response",
+            Self::UnknownKey => "the ID token's signing key is not in the IdP's JWKS",
+            Self::IdToken => {
+                "the ID token failed its signature, issuer, audience, nonce, subject or lifetime check"
+            }
+            Self::IdTokenAlg => {
+                "the ID token is signed with an algorithm other than RS256 and ES256 (set the client's id_token_signed_response_alg at the IdP)"
+            }
+            Self::SessionTooLarge => "the session does not fit in the cookie size limit",
+            Self::JwksUnavailable => "the IdP's JWKS is not loaded",
         }
     }
 }
@@ -203,6 +251,14 @@ pub struct Gate<'a> {
     pub names: &'a CookieNames,
     pub discovery: Option<&'a Discovery>,
     pub jwks: Option<&'a Jwks>,
+}
+
+fn verify_failure(e: VerifyError) -> Failure {
+    match e {
+        VerifyError::UnknownKey => Failure::UnknownKey,
+        VerifyError::UnsupportedAlg => Failure::IdTokenAlg,
+        VerifyError::Malformed | VerifyError::Invalid => Failure::IdToken,
+    }
 }
 
 fn header_value_ok(v: &str) -> bool {
@@ -418,7 +474,7 @@ impl Gate<'_> {
                     self.refresh_minted(entry, now_s);
                     let due =
                         now_s.saturating_add(self.cfg.refresh_before_s) >= entry.session.token_exp;
-                    let valid = now_s < entry.session.token_exp;
+                    let valid = token_usable(entry.session.token_exp, now_s);
                     if !due {
                         return Decision::Forward(
                             self.forward(entry, cookie),
@@ -539,7 +595,7 @@ impl Gate<'_> {
             cache.insert(key, entry);
         }
         let entry = cache.get_mut(key)?;
-        if now_s >= entry.session.token_exp || now_s >= entry.session.expires {
+        if !token_usable(entry.session.token_exp, now_s) || now_s >= entry.session.expires {
             return None;
         }
         let mut f = self.forward(entry, cookie);
@@ -860,10 +916,7 @@ impl Gate<'_> {
             now_s,
             leeway_s: LEEWAY_S,
         };
-        let verified = jwks.verify(id_token, &expect).map_err(|e| match e {
-            VerifyError::UnknownKey => Failure::UnknownKey,
-            _ => Failure::IdToken,
-        })?;
+        let verified = jwks.verify(id_token, &expect).map_err(verify_failure)?;
         let mut id = [0u8; 16];
         rng.fill(&mut id);
         let session = Session {
@@ -920,10 +973,7 @@ impl Gate<'_> {
                 now_s,
                 leeway_s: LEEWAY_S,
             };
-            let v = jwks.verify(id_token, &expect).map_err(|e| match e {
-                VerifyError::UnknownKey => Failure::UnknownKey,
-                _ => Failure::IdToken,
-            })?;
+            let v = jwks.verify(id_token, &expect).map_err(verify_failure)?;
             if v.sub != old.sub {
                 return Err(Failure::IdToken);
             }
@@ -1043,6 +1093,74 @@ impl Gate<'_> {
             .find(|(k, _)| *k == self.names.id_token)?
             .1;
         open_json::<String>(&self.cfg.keys, &self.names.id_token, sealed).ok()
+    }
+}
+
+/// The error codes of RFC 6749 §5.2 a token endpoint answers with; anything else is `other`.
+pub const TOKEN_ERRORS: [&str; 7] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "other",
+];
+
+/// Why a token endpoint refused a grant, as far as its answer says (RFC 6749 §5.2): for the
+/// log (status, `error`, `error_description`; never anything the filter sent) and the
+/// per-error counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError {
+    pub status: u16,
+    /// One of [`TOKEN_ERRORS`].
+    pub error: &'static str,
+    /// The provider's `error` as sent (printable ASCII, at most 64 characters).
+    pub code: Option<String>,
+    /// `error_description` (printable ASCII, at most 200 characters).
+    pub description: Option<String>,
+}
+
+fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(max)
+        .collect()
+}
+
+/// Reads a token endpoint's error answer.
+pub fn token_error(status: u16, body: &[u8]) -> TokenError {
+    let v: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
+    let text = |k: &str, max: usize| {
+        v.as_ref()
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(|s| printable(s, max))
+    };
+    let code = text("error", 64);
+    let error = code
+        .as_deref()
+        .and_then(|c| TOKEN_ERRORS.iter().find(|e| **e == c))
+        .copied()
+        .unwrap_or("other");
+    TokenError {
+        status,
+        error,
+        code,
+        description: text("error_description", 200),
+    }
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status {}", self.status)?;
+        if let Some(c) = &self.code {
+            write!(f, ", error {c}")?;
+        }
+        if let Some(d) = &self.description {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
     }
 }
 

@@ -180,6 +180,10 @@ pub enum VerifyError {
     UnknownKey,
     #[error("signature, issuer, audience, nonce or lifetime check failed")]
     Invalid,
+    /// Signed with an algorithm the filter does not accept (only RS256 and ES256: an HS256 ID
+    /// token would be keyed with the client secret, `none` is no signature).
+    #[error("signed with an algorithm other than RS256 and ES256")]
+    UnsupportedAlg,
 }
 
 /// Verified claims of an IdP-signed token.
@@ -210,7 +214,7 @@ impl Jwks {
             return Err(if matches!(alg, "RS256" | "ES256") {
                 VerifyError::UnknownKey
             } else {
-                VerifyError::Invalid
+                VerifyError::UnsupportedAlg
             });
         }
         let options = || VerificationOptions {
@@ -405,7 +409,7 @@ mod tests {
         let hs = HS256Key::from_bytes(&[7u8; 32])
             .authenticate(Claims::create(Duration::from_secs(60)))
             .unwrap();
-        assert_eq!(bad(&hs, expect(None)), VerifyError::Invalid);
+        assert_eq!(bad(&hs, expect(None)), VerifyError::UnsupportedAlg);
     }
 
     #[test]

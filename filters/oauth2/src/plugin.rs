@@ -53,6 +53,7 @@ struct Runtime {
     names: CookieNames,
     counters: HashMap<&'static str, Counter>,
     login_failed: HashMap<&'static str, Counter>,
+    token_errors: HashMap<&'static str, Counter>,
 }
 
 impl Runtime {
@@ -74,6 +75,15 @@ impl Runtime {
 
     fn failed(&self, f: Failure) {
         if let Some(c) = self.login_failed.get(f.label()) {
+            c.inc();
+        }
+    }
+
+    /// A grant the token endpoint refused: logged with the provider's reason, counted by it.
+    fn token_refused(&self, grant: &str, status: Option<u16>, body: &[u8]) {
+        let e = flow::token_error(status.unwrap_or(0), body);
+        log::warn!("{grant} grant refused by the token endpoint: {e}");
+        if let Some(c) = self.token_errors.get(e.error) {
             c.inc();
         }
     }
@@ -342,10 +352,18 @@ impl OAuth2Root {
                 }
             }
             Err(e) => {
-                log::warn!(
-                    "cannot call the IdP through cluster {}: {e}",
+                // Envoy refuses the call at once when the cluster does not exist (a typo in
+                // idp_cluster, a missing ServiceEntry): say so loudly, and count it as the
+                // failed fetch it is.
+                log::error!(
+                    "cannot call the IdP: Envoy refused a call to cluster {:?} ({e}); does the cluster exist?",
                     rt.cfg.idp_cluster
                 );
+                rt.inc(if want_discovery {
+                    "discovery_failures"
+                } else {
+                    "jwks_failures"
+                });
                 let mut idp = self.vm.idp.borrow_mut();
                 let wait = backoff(&mut idp.failures);
                 idp.next_discovery_ms = now.saturating_add(wait);
@@ -422,21 +440,14 @@ impl Composable for OAuth2Root {
             .iter()
             .map(|n| (*n, Counter::define(&stats::counter(n))))
             .collect();
-        let login_failed = [
-            Failure::IdpError,
-            Failure::UnknownState,
-            Failure::StateMismatch,
-            Failure::IssuerMismatch,
-            Failure::TokenEndpoint,
-            Failure::TokenResponse,
-            Failure::UnknownKey,
-            Failure::IdToken,
-            Failure::SessionTooLarge,
-            Failure::JwksUnavailable,
-        ]
-        .into_iter()
-        .map(|f| (f.label(), Counter::define(&stats::login_failed(f.label()))))
-        .collect();
+        let login_failed = Failure::ALL
+            .into_iter()
+            .map(|f| (f.label(), Counter::define(&stats::login_failed(f.label()))))
+            .collect();
+        let token_errors = flow::TOKEN_ERRORS
+            .iter()
+            .map(|e| (*e, Counter::define(&stats::token_error(e))))
+            .collect();
         log::info!(
             "configured: issuer {}, client {}, forwarding {:?}, cookie keys {}",
             cfg.issuer,
@@ -454,6 +465,7 @@ impl Composable for OAuth2Root {
             cfg,
             counters,
             login_failed,
+            token_errors,
         }));
         let _ = tick::set_period_ms(1000);
         self.fetch_due(clock::now_ms());
@@ -493,7 +505,13 @@ fn read_headers(rt: &Runtime) -> HeaderList {
         .copied()
         .chain([rt.cfg.forward_header.as_str()])
     {
-        if let Ok(Some(v)) = request::header(name) {
+        // Every Cookie header: HTTP/1.1 clients may send several, and Envoy keeps them apart.
+        let value = if name == "cookie" {
+            request::header_joined(name, "; ").map(|v| v.map(|(v, _)| v))
+        } else {
+            request::header(name)
+        };
+        if let Ok(Some(v)) = value {
             h.push(name, v);
         }
     }
@@ -524,7 +542,10 @@ fn apply(vm: &Vm, id: u32, f: Forward) {
     }
     match &f.cookie {
         Some(Some(c)) => {
-            let _ = request::set_header("cookie", c);
+            // Remove, then add: replacing would keep a second Cookie header (and a session
+            // cookie in it) where a client sent several.
+            let _ = request::remove_header("cookie");
+            let _ = request::add_header("cookie", c);
         }
         Some(None) => {
             let _ = request::remove_header("cookie");
@@ -737,7 +758,12 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             Ok(tokens) => {
                 complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, true)
             }
-            Err(f) => login_failed(&rt, f),
+            Err(f) => {
+                if f == Failure::TokenEndpoint {
+                    rt.token_refused("authorization_code", status, &body);
+                }
+                login_failed(&rt, f)
+            }
         },
         Pending::ExchangeNeedsKeys {
             txn,
@@ -779,7 +805,7 @@ impl Pending {
 
 fn login_failed(rt: &Runtime, f: Failure) {
     rt.failed(f);
-    log::info!("login failed: {}", f.label());
+    log::warn!("login failed: {} ({})", f.label(), f.describe());
     let _ = send(&Reply {
         status: if matches!(f, Failure::TokenEndpoint | Failure::JwksUnavailable) {
             502
@@ -904,7 +930,10 @@ fn complete_refresh(
         Err(f) => {
             SharedSlots.release(&old.id);
             rt.inc("refresh_failures");
-            log::info!("refresh failed: {}", f.label());
+            if f == Failure::TokenEndpoint {
+                rt.token_refused("refresh_token", status, body);
+            }
+            log::info!("refresh failed: {} ({})", f.label(), f.describe());
             // The IdP refused the refresh token (revoked, reused, session ended): log in again.
             // A transient failure with a still-valid token: go on with it.
             let refused = matches!(status, Some(400 | 401));

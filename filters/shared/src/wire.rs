@@ -153,6 +153,26 @@ impl HeaderMapCopy {
             .map(|(_, v)| v)
     }
 
+    /// Every value of `name`, in order, joined with `sep`, and how many there were; None when
+    /// absent. (HTTP/1.1 lets a client send several `Cookie` headers; Envoy keeps them apart.)
+    pub fn joined(&self, name: &str, sep: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut out: Option<(Vec<u8>, usize)> = None;
+        for (_, v) in self
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            match &mut out {
+                None => out = Some((v.to_vec(), 1)),
+                Some((joined, n)) => {
+                    joined.extend_from_slice(sep);
+                    joined.extend_from_slice(v);
+                    *n += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// Calls `f` for each entry, in order.
     pub fn visit(&self, mut f: impl FnMut(&[u8], &[u8])) {
         for (k, v) in self.iter() {
@@ -230,6 +250,20 @@ mod tests {
         assert_eq!(names, [":path", "x-ab", "authorization"]);
         copy.add("cookie", "c=3");
         assert_eq!(copy.get("cookie"), Some(&b"c=3"[..]));
+    }
+
+    #[test]
+    fn every_value_of_a_repeated_header_is_joined_in_order() {
+        let bytes = serialize_pairs(&[("cookie", "a=1"), (":path", "/"), ("Cookie", "b=2")]);
+        let mut copy = HeaderMapCopy::new(bytes);
+        assert_eq!(
+            copy.joined("cookie", b"; "),
+            Some((b"a=1; b=2".to_vec(), 2))
+        );
+        assert_eq!(copy.joined("x-none", b"; "), None);
+        copy.remove("cookie");
+        copy.add("cookie", "c=3");
+        assert_eq!(copy.joined("cookie", b"; "), Some((b"c=3".to_vec(), 1)));
     }
 
     #[test]

@@ -195,6 +195,86 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
     Ok(())
 }
 
+/// A token endpoint refusing the client (a wrong secret) is logged with the provider's reason
+/// and counted by its OAuth error, and the secret itself is never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error() -> Result<()> {
+    let gw = Setup {
+        idp_options: IdpOptions {
+            client_secret: "the-secret-the-idp-knows".into(),
+            ..IdpOptions::default()
+        },
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 502, "{}", page.text());
+    assert_eq!(gw.stat("reason.invalid_client.token_errors").await?, 1);
+    assert_eq!(gw.stat("reason.token_endpoint.logins_failed").await?, 1);
+    let logged = gw
+        .bed
+        .envoy
+        .log_contains(
+            "authorization_code grant refused by the token endpoint: status 401, error invalid_client",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(logged, "{}", gw.bed.envoy.log_tail(30));
+    assert!(
+        !gw.bed.envoy.log().contains("shop-secret"),
+        "the client secret is never logged"
+    );
+    Ok(())
+}
+
+/// A misspelt `idp_cluster` (Envoy refuses every call to it) shows in the counters and the log,
+/// not only as 503s after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idp_cluster_that_does_not_exist_is_counted_as_failed_fetches() -> Result<()> {
+    let gw = Setup {
+        config: json!({"idp_cluster": "no-such-cluster", "discovery": {"wait_ms": 300}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let r = Agent::new().get(&gw.url("/")).await?;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(gw.stat("discovery_failures").await? >= 1);
+    assert_eq!(gw.stat("discovery_fetches").await?, 0, "no call ever started");
+    let logged = gw
+        .bed
+        .envoy
+        .log_contains("does the cluster exist", Duration::from_secs(5))
+        .await;
+    assert!(logged, "the log says why: {}", gw.bed.envoy.log_tail(30));
+    Ok(())
+}
+
+/// An HTTP/1.1 client may split its cookies over several `Cookie` headers (Envoy keeps them
+/// apart): the session is found in any of them, and the filter's cookies never reach the
+/// upstream, on protected and bypassed paths alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_cookie_header_counts_and_none_leaks_the_session() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    // The app's cookie in the first header, the session (from the jar) in a second one.
+    for path in ["/account", "/healthz"] {
+        let r = agent
+            .send(hyper::Method::GET, &gw.url(path), &[("cookie", "theme=dark")], None)
+            .await?;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let seen = echoed(&r)?;
+        assert_eq!(seen["headers"]["cookie"], "theme=dark", "{path}: {seen}");
+        if path == "/account" {
+            assert!(seen["headers"]["authorization"].is_string(), "{path}: signed in");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_calls_get_401_and_bypassed_paths_pass() -> Result<()> {
     let gw = Setup::default().start().await?;

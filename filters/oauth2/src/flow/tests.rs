@@ -629,9 +629,31 @@ fn an_expired_token_waits_for_a_refresh_in_flight() {
     let Decision::Refresh { .. } = w.decide_at(&api("/a", &cookies), NOW_S + 290) else {
         panic!()
     };
+    // Within the leeway the ID-token check allows, the old token is still forwarded.
+    let f = forwarded(w.decide_at(&api("/a", &cookies), NOW_S + 301));
+    assert!(set(&f, "authorization").is_some());
     assert_eq!(
-        w.decide_at(&api("/a", &cookies), NOW_S + 301),
+        w.decide_at(&api("/a", &cookies), NOW_S + 300 + LEEWAY_S),
         Decision::Wait
+    );
+}
+
+#[test]
+fn one_leeway_for_the_id_token_check_and_the_sessions_expiry() {
+    // An IdP clock behind ours: the ID token expired 30 s ago by our clock and passed the
+    // check at login (60 s leeway); the next request must not end the session.
+    for (t, usable) in [(0, true), (LEEWAY_S - 1, true), (LEEWAY_S, false)] {
+        assert_eq!(token_usable(NOW_S, NOW_S + t), usable, "{t} s after exp");
+    }
+    let mut w = world();
+    let cookies = w.login("/");
+    let d = w.decide_at(&api("/a", &cookies), NOW_S + 330);
+    let Decision::Refresh { fallback, .. } = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        fallback.is_some(),
+        "still valid: forwarded if the refresh fails"
     );
 }
 
@@ -882,4 +904,42 @@ mod props {
             let _ = w.decide(&browser(&format!("/oauth2/callback?{q}"), &cookie));
         }
     }
+}
+
+#[test]
+fn token_endpoint_errors_are_read_for_the_log_and_the_counter() {
+    let e = token_error(
+        401,
+        br#"{"error":"invalid_client","error_description":"client authentication failed\r\nX: y"}"#,
+    );
+    assert_eq!(e.error, "invalid_client");
+    assert_eq!(
+        e.to_string(),
+        "status 401, error invalid_client: client authentication failedX: y",
+        "no line breaks from the provider reach the log"
+    );
+    let e = token_error(400, br#"{"error":"slow_down"}"#);
+    assert_eq!((e.error, e.code.as_deref()), ("other", Some("slow_down")));
+    let e = token_error(502, b"<html>bad gateway</html>");
+    assert_eq!((e.error, &e.code, &e.description), ("other", &None, &None));
+    assert_eq!(e.to_string(), "status 502");
+    let long = format!(
+        r#"{{"error":"invalid_grant","error_description":"{}"}}"#,
+        "x".repeat(500)
+    );
+    assert_eq!(
+        token_error(400, long.as_bytes())
+            .description
+            .map(|d| d.len()),
+        Some(200)
+    );
+}
+
+#[test]
+fn every_failure_has_a_label_and_a_description() {
+    let mut labels: Vec<&str> = Failure::ALL.iter().map(|f| f.label()).collect();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), Failure::ALL.len());
+    assert!(Failure::ALL.iter().all(|f| !f.describe().is_empty()));
 }
