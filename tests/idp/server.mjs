@@ -12,6 +12,8 @@
 //   IDP_ALG                 RS256 (default) or ES256: the ID token signing algorithm
 //   IDP_TOKEN_TTL           access and ID token lifetime, seconds (default 300)
 //   IDP_ROTATE_REFRESH      "1": refresh tokens rotate on every use (default "1")
+//   IDP_STATE_FILE          keep grants, tokens and sessions in this JSON file, so a restart
+//                           (which rotates the signing key) keeps every session and refresh token
 //   IDP_TLS_CERT / IDP_TLS_KEY  PEM files: serve HTTPS only, with this certificate (an IdP as
 //                           the internet has them; IDP_ISSUER is then https://…)
 // A fresh signing key with a fresh kid is generated at every start, so restarting the provider
@@ -23,7 +25,7 @@
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 
 const env = process.env;
@@ -51,7 +53,53 @@ function profile(login) {
 const { privateKey } = await generateKeyPair(alg, { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, alg, use: 'sig' };
 
+// A file-backed store (oidc-provider's adapter interface): what a real provider's database is
+// across a restart. Every write is written through.
+function fileAdapter(file) {
+  const all = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const save = () => {
+    writeFileSync(`${file}.tmp`, JSON.stringify(all));
+    renameSync(`${file}.tmp`, file);
+  };
+  const live = (key) => {
+    const e = all[key];
+    if (!e) return undefined;
+    if (e.expiresAt && e.expiresAt <= Date.now()) {
+      delete all[key];
+      return undefined;
+    }
+    return e.payload;
+  };
+  return class {
+    constructor(model) { this.model = model; }
+    key(id) { return `${this.model}:${id}`; }
+    async upsert(id, payload, expiresIn) {
+      all[this.key(id)] = { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 };
+      save();
+    }
+    async find(id) { return live(this.key(id)); }
+    async findByUid(uid) {
+      const k = Object.keys(all).find((k) => k.startsWith(`${this.model}:`) && all[k].payload.uid === uid);
+      return k ? live(k) : undefined;
+    }
+    async findByUserCode(code) {
+      const k = Object.keys(all).find((k) => k.startsWith(`${this.model}:`) && all[k].payload.userCode === code);
+      return k ? live(k) : undefined;
+    }
+    async consume(id) {
+      const p = live(this.key(id));
+      if (p) { p.consumed = Math.floor(Date.now() / 1000); save(); }
+    }
+    async destroy(id) { delete all[this.key(id)]; save(); }
+    async revokeByGrantId(grantId) {
+      for (const k of Object.keys(all)) if (all[k].payload.grantId === grantId) delete all[k];
+      save();
+    }
+  };
+}
+
 const provider = new Provider(issuer, {
+  ...(env.IDP_STATE_FILE ? { adapter: fileAdapter(env.IDP_STATE_FILE) } : {}),
   clients: [{
     client_id: env.IDP_CLIENT_ID || 'shop',
     client_secret: env.IDP_CLIENT_SECRET || 'shop-secret',

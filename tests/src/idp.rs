@@ -30,6 +30,9 @@ pub struct IdpOptions {
     pub issuer: Option<String>,
     /// Serve HTTPS only, with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Keep grants, tokens and sessions in a file, so that [`Idp::start`] again (a new signing
+    /// key) keeps every session and refresh token: a key rotation in mid-session.
+    pub durable: bool,
 }
 
 impl Default for IdpOptions {
@@ -46,6 +49,7 @@ impl Default for IdpOptions {
             log: None,
             issuer: None,
             tls: None,
+            durable: false,
         }
     }
 }
@@ -154,6 +158,10 @@ impl Idp {
                 "IDP_ROTATE_REFRESH",
                 if o.rotate_refresh_tokens { "1" } else { "0" },
             );
+        if o.durable {
+            let state = log.with_file_name("idp-state.json");
+            cmd.env("IDP_STATE_FILE", state);
+        }
         if let Some((cert, key)) = &o.tls {
             cmd.env("IDP_TLS_CERT", cert).env("IDP_TLS_KEY", key);
         }

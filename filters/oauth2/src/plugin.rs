@@ -119,7 +119,9 @@ struct IdpState {
     next_discovery_ms: u64,
     next_jwks_ms: u64,
     failures: u32,
-    last_jwks_fetch_ms: u64,
+    /// When the last on-demand JWKS fetch (an unknown `kid`) started: those are rate-limited
+    /// by `jwks_min_refetch_s`; the scheduled fetches are not counted.
+    last_jwks_refetch_ms: u64,
 }
 
 /// The IdP's discovery document and keys as known now (shared, cheap to copy).
@@ -143,6 +145,14 @@ enum Pending {
         token: u32,
         txn: LoginTxn,
         login_cookie: String,
+        headers: HeaderList,
+        tokens: flow::TokenSet,
+    },
+    /// A refresh grant succeeded but its ID token's key is unknown: the JWKS is being fetched.
+    RefreshNeedsKeys {
+        token: u32,
+        session: Session,
+        fallback: Option<Forward>,
         headers: HeaderList,
         tokens: flow::TokenSet,
     },
@@ -291,7 +301,6 @@ impl Context for OAuth2Root {
                         log::info!("JWKS loaded: {j:?}");
                         idp.jwks = Some(Rc::new(j));
                         idp.failures = 0;
-                        idp.last_jwks_fetch_ms = now;
                         idp.next_jwks_ms = now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
                     }
                     (s, r) => {
@@ -772,14 +781,7 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             tokens,
             ..
         } => {
-            {
-                let mut idp = vm.idp.borrow_mut();
-                rt.inc("jwks_fetches");
-                match (status, idp::parse_jwks(&body)) {
-                    (Some(200), Ok(j)) => idp.jwks = Some(Rc::new(j)),
-                    _ => rt.inc("jwks_failures"),
-                }
-            }
+            take_jwks(vm, &rt, status, &body);
             complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, false);
         }
         Pending::Refresh {
@@ -788,7 +790,33 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             headers,
             ..
         } => {
-            complete_refresh(vm, &rt, id, session, fallback, headers, status, &body, now);
+            let tokens = flow::parse_token_response(status.unwrap_or(0), &body);
+            if tokens == Err(Failure::TokenEndpoint) {
+                rt.token_refused("refresh_token", status, &body);
+            }
+            let r = Refreshed {
+                old: session,
+                fallback,
+                headers,
+                status,
+            };
+            complete_refresh(vm, &rt, id, r, tokens, now, true);
+        }
+        Pending::RefreshNeedsKeys {
+            session,
+            fallback,
+            headers,
+            tokens,
+            ..
+        } => {
+            take_jwks(vm, &rt, status, &body);
+            let r = Refreshed {
+                old: session,
+                fallback,
+                headers,
+                status: Some(200),
+            };
+            complete_refresh(vm, &rt, id, r, Ok(tokens), now, false);
         }
     }
 }
@@ -798,6 +826,7 @@ impl Pending {
         match self {
             Self::Exchange { token, .. }
             | Self::ExchangeNeedsKeys { token, .. }
+            | Self::RefreshNeedsKeys { token, .. }
             | Self::Refresh { token, .. } => *token,
         }
     }
@@ -851,16 +880,8 @@ fn complete_login(
         }
         Err(Failure::UnknownKey) if may_refetch => {
             // The IdP rotated its keys: fetch the JWKS (rate-limited), then verify again.
-            let allowed = {
-                let idp = vm.idp.borrow();
-                now >= idp
-                    .last_jwks_fetch_ms
-                    .saturating_add(rt.cfg.jwks_min_refetch_s * 1000)
-            };
-            let call = idp.0.as_ref().map(|d| get(&rt.cfg, &d.jwks_uri));
-            match (allowed, call) {
-                (true, Some(Ok(token))) => {
-                    vm.idp.borrow_mut().last_jwks_fetch_ms = now;
+            match refetch_jwks(vm, rt, &idp, now) {
+                Some(token) => {
                     vm.pending.borrow_mut().insert(
                         id,
                         Pending::ExchangeNeedsKeys {
@@ -872,32 +893,99 @@ fn complete_login(
                         },
                     );
                 }
-                _ => login_failed(rt, Failure::UnknownKey),
+                None => login_failed(rt, Failure::UnknownKey),
             }
         }
         Err(f) => login_failed(rt, f),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts an on-demand JWKS fetch (an ID token signed with a key not known yet: the IdP rotated
+/// its keys), unless one started less than `jwks_min_refetch_s` ago. Returns the call's token.
+fn refetch_jwks(vm: &Vm, rt: &Runtime, idp: &IdpSnapshot, now: u64) -> Option<u32> {
+    let allowed = {
+        let state = vm.idp.borrow();
+        state.last_jwks_refetch_ms == 0
+            || now
+                >= state
+                    .last_jwks_refetch_ms
+                    .saturating_add(rt.cfg.jwks_min_refetch_s * 1000)
+    };
+    if !allowed {
+        log::info!(
+            "unknown ID token key, and the JWKS was fetched less than jwks_min_refetch_s ago"
+        );
+        return None;
+    }
+    let token = get(&rt.cfg, &idp.0.as_ref()?.jwks_uri).ok()?;
+    vm.idp.borrow_mut().last_jwks_refetch_ms = now;
+    Some(token)
+}
+
+/// Takes a JWKS answer (an on-demand fetch) as the IdP's current keys.
+fn take_jwks(vm: &Vm, rt: &Runtime, status: Option<u16>, body: &[u8]) {
+    let mut idp = vm.idp.borrow_mut();
+    rt.inc("jwks_fetches");
+    match (status, idp::parse_jwks(body)) {
+        (Some(200), Ok(j)) => idp.jwks = Some(Rc::new(j)),
+        _ => rt.inc("jwks_failures"),
+    }
+}
+
+/// A refresh that came back: the session it refreshes and what the request goes on with.
+struct Refreshed {
+    old: Session,
+    /// The request as it was, if the old token is still valid.
+    fallback: Option<Forward>,
+    headers: HeaderList,
+    /// The token endpoint's status.
+    status: Option<u16>,
+}
+
 fn complete_refresh(
     vm: &Vm,
     rt: &Runtime,
     id: u32,
-    old: Session,
-    fallback: Option<Forward>,
-    headers: HeaderList,
-    status: Option<u16>,
-    body: &[u8],
+    r: Refreshed,
+    tokens: Result<flow::TokenSet, Failure>,
     now: u64,
+    may_refetch: bool,
 ) {
+    let Refreshed {
+        old,
+        fallback,
+        headers,
+        status,
+    } = r;
     let idp = vm.idp.borrow().snapshot();
     let gate = rt.gate(&idp);
     let now_s = now / 1000;
     let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
         .unwrap_or("")
         .to_owned();
-    let refreshed = flow::parse_token_response(status.unwrap_or(0), body)
+    // A rotated signing key on a successful refresh: the grant is spent (the IdP may have
+    // rotated the refresh token too), so fetch the keys and verify these tokens again rather
+    // than fail and refresh once more with a consumed token.
+    if may_refetch
+        && let Ok(t) = &tokens
+        && gate.finish_refresh(&old, t, now_s) == Err(Failure::UnknownKey)
+        && let Some(token) = refetch_jwks(vm, rt, &idp, now)
+    {
+        if let Ok(tokens) = tokens {
+            vm.pending.borrow_mut().insert(
+                id,
+                Pending::RefreshNeedsKeys {
+                    token,
+                    session: old,
+                    fallback,
+                    headers,
+                    tokens,
+                },
+            );
+        }
+        return;
+    }
+    let refreshed = tokens
         .and_then(|t| gate.finish_refresh(&old, &t, now_s))
         .and_then(|s| {
             let sealed = gate
@@ -930,9 +1018,6 @@ fn complete_refresh(
         Err(f) => {
             SharedSlots.release(&old.id);
             rt.inc("refresh_failures");
-            if f == Failure::TokenEndpoint {
-                rt.token_refused("refresh_token", status, body);
-            }
             log::info!("refresh failed: {} ({})", f.label(), f.describe());
             // The IdP refused the refresh token (revoked, reused, session ended): log in again.
             // A transient failure with a still-valid token: go on with it.

@@ -435,6 +435,61 @@ async fn attacks_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// The IdP rotates its signing key in mid-session (a restart that keeps its grants): the next
+/// refresh succeeds at the token endpoint with a token signed by the new key; the filter fetches
+/// the JWKS again and keeps the session, instead of failing and refreshing once more with the
+/// refresh token it just spent. The refetch is allowed although the start-up fetch was less than
+/// `jwks_min_refetch_s` ago (only on-demand fetches count against it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotation_in_mid_session_is_picked_up_at_the_next_refresh() -> Result<()> {
+    let mut gw = Setup {
+        idp_options: IdpOptions {
+            token_ttl_s: 12,
+            durable: true,
+            ..IdpOptions::default()
+        },
+        config: json!({"refresh": {"before_expiry_s": 6}, "discovery": {"jwks_min_refetch_s": 60}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let agent = Agent::new();
+    let login_at = Instant::now();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    let old_jwks = gw.idp_jwks().await?;
+    gw.idp.start().await?; // a new signing key; grants and refresh tokens kept
+    let new_jwks = gw.idp_jwks().await?;
+    assert_ne!(
+        format!("{old_jwks:?}"),
+        format!("{new_jwks:?}"),
+        "the IdP's key rotated"
+    );
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(login_at.elapsed())).await;
+    let r = agent.get(&gw.url("/orders")).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.idp.grants("refresh_token"), 1, "one refresh grant, not two");
+    assert_eq!(gw.stat("refresh_failures").await?, 0);
+    assert!(gw.stat("jwks_fetches").await? >= 2, "fetched again on demand");
+    let token = echoed(&r)?["headers"]["authorization"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .context("a token upstream")?
+        .to_owned();
+    let expect = Expect {
+        issuer: &gw.idp.issuer,
+        audience: "shop",
+        nonce: None,
+        now_s: now_s(),
+        leeway_s: 5,
+    };
+    assert!(new_jwks.verify(&token, &expect).is_ok(), "signed with the new key");
+    // And the session goes on past the first token's expiry.
+    tokio::time::sleep(Duration::from_secs(13).saturating_sub(login_at.elapsed())).await;
+    assert_eq!(agent.get(&gw.url("/")).await?.status, 200);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_once() -> Result<()> {
     let gw = Setup {
