@@ -229,7 +229,9 @@ impl Failure {
                 "no login in progress for this state (expired, replayed or forged callback)"
             }
             Self::StateMismatch => "the callback's state does not match the login cookie",
-            Self::IssuerMismatch => "the callback's iss is not the configured issuer (RFC 9207)",
+            Self::IssuerMismatch => {
+                "the callback's iss is not the configured issuer, or is missing although the IdP advertises it (RFC 9207)"
+            }
             Self::TokenEndpoint => "the token endpoint refused the grant",
             Self::TokenResponse => "the token endpoint's answer is not a usable token response",
             Self::UnknownKey => "the ID token's signing key is not in the IdP's JWKS",
@@ -823,15 +825,20 @@ impl Gate<'_> {
         if !state_ok || now_s >= txn.created_s.saturating_add(session::LOGIN_TTL_S) {
             return self.callback_failure(400, Failure::StateMismatch, clear);
         }
-        // RFC 9207: when the IdP names itself, it must be ours (mix-up defence).
-        if let Some(iss) = query_param(full_path, "iss")
-            && iss != self.cfg.issuer
-        {
-            return self.callback_failure(400, Failure::IssuerMismatch, clear);
-        }
         let Some(discovery) = self.discovery else {
             return Decision::Wait;
         };
+        // RFC 9207 (mix-up defence): when the IdP names itself, it must be ours; when it says
+        // it always does, a callback without `iss` is refused too.
+        match query_param(full_path, "iss") {
+            Some(iss) if iss != self.cfg.issuer => {
+                return self.callback_failure(400, Failure::IssuerMismatch, clear);
+            }
+            None if discovery.iss_in_callback => {
+                return self.callback_failure(400, Failure::IssuerMismatch, clear);
+            }
+            _ => {}
+        }
         let Some(redirect_uri) = self.redirect_uri(req) else {
             return self.callback_failure(400, Failure::UnknownState, clear);
         };

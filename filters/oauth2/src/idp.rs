@@ -35,6 +35,9 @@ pub struct Discovery {
     pub token_endpoint: Endpoint,
     pub jwks_uri: Endpoint,
     pub end_session_endpoint: Option<String>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207): every callback then names
+    /// the issuer in `iss`, and one without it is refused.
+    pub iss_in_callback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +87,10 @@ pub fn parse_discovery(body: &[u8], issuer: &str) -> Result<Discovery, DocumentE
         end_session_endpoint: text("end_session_endpoint")
             .and_then(Endpoint::parse)
             .map(|e| e.url),
+        iss_in_callback: doc
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 

@@ -195,6 +195,36 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
     Ok(())
 }
 
+/// oidc-provider advertises RFC 9207 (`authorization_response_iss_parameter_supported`): a
+/// callback stripped of its `iss` is refused before any token-endpoint call, the genuine one
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_without_the_advertised_iss_is_refused() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let discovery = Agent::api()
+        .get(&format!("{}/.well-known/openid-configuration", gw.idp.issuer))
+        .await?
+        .json()?;
+    assert_eq!(discovery["authorization_response_iss_parameter_supported"], true);
+    let agent = Agent::new();
+    let (_, redirect) =
+        login_until(&agent, &gw.url("/orders"), "dave", Some(&gw.url("/oauth2/callback"))).await?;
+    let location = redirect.header("location").context("redirect to the callback")?;
+    let callback = url::Url::parse(&gw.idp.issuer)?.join(location)?;
+    assert!(callback.query_pairs().any(|(k, v)| k == "iss" && v == gw.idp.issuer));
+    let mut stripped = callback.clone();
+    stripped
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(callback.query_pairs().filter(|(k, _)| k != "iss"));
+    let r = agent.get(stripped.as_str()).await?;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("issuer_mismatch"), "{}", r.text());
+    assert_eq!(gw.stat("callbacks_rejected").await?, 1);
+    assert_eq!(gw.idp.grants("authorization_code"), 0, "no code exchange");
+    Ok(())
+}
+
 /// A token endpoint refusing the client (a wrong secret) is logged with the provider's reason
 /// and counted by its OAuth error, and the secret itself is never logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

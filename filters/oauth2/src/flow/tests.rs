@@ -101,6 +101,7 @@ fn world_with(edit: impl FnOnce(&mut Value)) -> World {
             token_endpoint: Endpoint::parse(&format!("{ISSUER}/token")).unwrap(),
             jwks_uri: Endpoint::parse(&format!("{ISSUER}/jwks")).unwrap(),
             end_session_endpoint: Some(format!("{ISSUER}/session/end")),
+            iss_in_callback: true,
         },
         jwks: parse_jwks(format!(r#"{{"keys":[{jwk}]}}"#).as_bytes()).unwrap(),
         idp_key,
@@ -433,8 +434,9 @@ fn forged_replayed_or_expired_callbacks_are_refused() {
         "idp_error",
     );
     // And the right one works.
+    let good = format!("{}&iss={}", cb(&state), crate::urls::encode(ISSUER));
     assert!(matches!(
-        w.decide(&browser(&cb(&state), &login_cookie)),
+        w.decide(&browser(&good, &login_cookie)),
         Decision::Exchange { .. }
     ));
 }
@@ -942,4 +944,69 @@ fn every_failure_has_a_label_and_a_description() {
     labels.dedup();
     assert_eq!(labels.len(), Failure::ALL.len());
     assert!(Failure::ALL.iter().all(|f| !f.describe().is_empty()));
+}
+
+#[test]
+fn a_callback_without_iss_is_refused_when_the_idp_always_sends_it() {
+    let mut w = world();
+    let Decision::Reply(r, Outcome::LoginStarted) = w.decide(&browser("/", "")) else {
+        panic!("no login redirect")
+    };
+    let state = query_param(header(&r, "location").unwrap(), "state").unwrap();
+    let login_cookie = cookies_of(&r).join("; ");
+    let cb = format!("/oauth2/callback?code=c0de&state={state}");
+    let d = w.decide(&browser(&cb, &login_cookie));
+    let Decision::Reply(r, Outcome::CallbackRejected) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("issuer_mismatch"), "{}", r.body);
+    // An IdP that does not advertise RFC 9207 may leave it out.
+    w.discovery.iss_in_callback = false;
+    let Decision::Reply(r, _) = w.decide(&browser("/", "")) else {
+        panic!()
+    };
+    let state = query_param(header(&r, "location").unwrap(), "state").unwrap();
+    let login_cookie = cookies_of(&r).join("; ");
+    let cb = format!("/oauth2/callback?code=c0de&state={state}");
+    assert!(matches!(
+        w.decide(&browser(&cb, &login_cookie)),
+        Decision::Exchange { .. }
+    ));
+}
+
+#[test]
+fn a_refresh_without_an_id_token_keeps_the_sessions_claims() {
+    // OIDC Core §12.2: a refresh response need not carry an ID token. Forwarding the access
+    // token (or a minted one), the session keeps its subject and claims.
+    let mut w = world_with(|c| c["forward"]["token"] = "access_token".into());
+    let cookies = w.login("/");
+    let Decision::Refresh { session, .. } = w.decide_at(&api("/a", &cookies), NOW_S + 290) else {
+        panic!("no refresh")
+    };
+    let tokens = TokenSet {
+        access_token: "at-2".into(),
+        id_token: None,
+        refresh_token: Some("rt-2".into()),
+        expires_in: Some(300),
+    };
+    let new = w
+        .gate()
+        .finish_refresh(&session, &tokens, NOW_S + 290)
+        .unwrap();
+    assert_eq!(new.sub, session.sub);
+    assert_eq!(new.claims, session.claims);
+    assert_eq!(new.claims["email"], "alice@example.com");
+    assert_eq!(new.token.as_deref(), Some("at-2"));
+    assert_eq!(new.token_exp, NOW_S + 290 + 300, "from expires_in");
+    // Forwarding the ID token itself, one is required.
+    let mut w = world();
+    let cookies = w.login("/");
+    let Decision::Refresh { session, .. } = w.decide_at(&api("/a", &cookies), NOW_S + 290) else {
+        panic!("no refresh")
+    };
+    assert_eq!(
+        w.gate().finish_refresh(&session, &tokens, NOW_S + 290),
+        Err(Failure::TokenResponse)
+    );
 }
