@@ -11,6 +11,7 @@ pub mod config;
 pub mod flow;
 pub mod idp;
 pub mod mint;
+pub mod replay;
 pub mod seal;
 pub mod session;
 pub mod stats;

@@ -173,6 +173,8 @@ struct Vm {
     parked: RefCell<Option<Parked<u64>>>,
     pending: RefCell<HashMap<u32, Pending>>,
     response_cookies: RefCell<HashMap<u32, Vec<String>>>,
+    /// Login states whose code exchange already started on this worker.
+    spent: RefCell<crate::replay::SpentStates>,
 }
 
 struct HostEntropy;
@@ -626,6 +628,31 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                     Action::Pause
                 }
             }
+        }
+        Decision::Exchange {
+            txn,
+            call,
+            login_cookie,
+        } if !vm.spent.borrow_mut().admit(
+            &txn.state,
+            now / 1000,
+            txn.created_s.saturating_add(crate::session::LOGIN_TTL_S),
+        ) =>
+        {
+            // A second callback for a login whose code was already exchanged (a replay, or
+            // forged codes with a genuine login cookie): no second token-endpoint call.
+            let _ = (call, login_cookie);
+            rt.inc("callbacks_rejected");
+            log::info!("callback refused: this login's code exchange already happened");
+            let _ = send(&Reply {
+                status: 400,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("cache-control".into(), "no-store".into()),
+                ],
+                body: r#"{"error":"login_failed","reason":"state_spent"}"#.into(),
+            });
+            Action::Pause
         }
         Decision::Exchange {
             txn,

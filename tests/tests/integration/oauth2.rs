@@ -195,6 +195,37 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
     Ok(())
 }
 
+/// Forged callbacks carrying one genuine login cookie and its state (random codes) cost one
+/// token-endpoint call per worker at most, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
+    let gw = Setup::default().start().await?;
+    let agent = Agent::new();
+    let (_, redirect) =
+        login_until(&agent, &gw.url("/"), "mallory", Some(&gw.url("/oauth2/callback"))).await?;
+    let location = redirect.header("location").context("redirect to the callback")?;
+    let genuine = url::Url::parse(&gw.idp.issuer)?.join(location)?;
+    for i in 0..30 {
+        let mut forged = genuine.clone();
+        forged.query_pairs_mut().clear().extend_pairs(
+            genuine
+                .query_pairs()
+                .map(|(k, v)| if k == "code" { (k, format!("forged-{i}").into()) } else { (k, v) }),
+        );
+        let r = agent.get(forged.as_str()).await?;
+        assert!(r.status >= 400, "forged callback {i}: {}", r.status);
+    }
+    let calls = gw
+        .idp
+        .output()
+        .iter()
+        .filter(|l| l.starts_with("token-error authorization_code"))
+        .count();
+    assert!((1..=2).contains(&calls), "token-endpoint calls: {calls} (2 workers)");
+    assert!(gw.stat("callbacks_rejected").await? >= 28);
+    Ok(())
+}
+
 /// oidc-provider advertises RFC 9207 (`authorization_response_iss_parameter_supported`): a
 /// callback stripped of its `iss` is refused before any token-endpoint call, the genuine one
 /// works.
