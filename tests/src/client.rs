@@ -73,11 +73,23 @@ impl Http {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response> {
+        let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.send_bytes(method, path, &raw, body).await
+    }
+
+    /// [`Http::send`] with header values that need not be UTF-8 (HTTP allows obs-text).
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: Bytes,
+    ) -> Result<Response> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            req = req.header(*k, hyper::header::HeaderValue::from_bytes(v)?);
         }
         let req = req.body(Full::new(body))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))

@@ -26,6 +26,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// The values that are not UTF-8, as they came (`headers` holds them lossily).
+    pub raw: Vec<(String, Vec<u8>)>,
     /// 1-based index of this request at this upstream.
     pub n: u64,
 }
@@ -105,10 +107,20 @@ impl Reply {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
+        // Values that are not UTF-8, hex-encoded: byte-exact checks.
+        let raw: serde_json::Map<String, serde_json::Value> = seen
+            .raw
+            .iter()
+            .map(|(k, v)| {
+                let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                (k.clone(), serde_json::Value::String(hex))
+            })
+            .collect();
         Self::json(
             200,
             &serde_json::json!({
                 "upstream": name, "method": seen.method, "path": seen.path, "headers": headers,
+                "raw_hex": raw,
             }),
         )
     }
@@ -210,6 +222,12 @@ async fn handle(req: Request<Incoming>, behaviour: &Behaviour, hits: &AtomicU64)
                     String::from_utf8_lossy(v.as_bytes()).into_owned(),
                 )
             })
+            .collect(),
+        raw: parts
+            .headers
+            .iter()
+            .filter(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect(),
         n,
     };

@@ -18,7 +18,7 @@ use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
 use meshwright_host::{abi, clock, logging, random, request};
 use meshwright_shared::config::{ConfigError, Reason};
-use meshwright_shared::headers::HeaderList;
+use meshwright_shared::headers::{HeaderList, bytes_of_text, text_of_bytes};
 use meshwright_shared::rng::WyRand;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
@@ -197,9 +197,11 @@ fn read_headers(wanted: &[String]) -> HeaderList {
         else {
             return;
         };
-        let v = String::from_utf8_lossy(v);
+        // Losslessly: bytes that are not UTF-8 (in other baggage members, say) are written
+        // back as they came.
+        let v = text_of_bytes(v);
         match slot {
-            None => *slot = Some(v.into_owned()),
+            None => *slot = Some(v),
             Some(existing) => {
                 existing.push_str(if k.eq_ignore_ascii_case(b"cookie") {
                     "; "
@@ -242,7 +244,7 @@ impl HttpContext for AbHttp {
             let _ = request::remove_header(name);
         }
         for (name, value) in &decision.set_headers {
-            if let Err(e) = request::set_header(name, value) {
+            if let Err(e) = request::set_header_bytes(name, &bytes_of_text(value)) {
                 log::warn!("cannot set {name}: {e}");
             }
         }

@@ -218,7 +218,12 @@ pub fn header(map: MapType, name: &str) -> Result<Option<String>> {
 
 /// Sets (replacing every existing value) a header.
 pub fn set_header(map: MapType, name: &str, value: &str) -> Result<()> {
-    // SAFETY: pointers and lengths describe live &strs.
+    set_header_bytes(map, name, value.as_bytes())
+}
+
+/// [`set_header`] with a value that need not be UTF-8 (a header is bytes).
+pub fn set_header_bytes(map: MapType, name: &str, value: &[u8]) -> Result<()> {
+    // SAFETY: pointers and lengths describe a live &str and a live slice.
     check(unsafe {
         proxy_replace_header_map_value(
             map as u32,

@@ -138,6 +138,16 @@ pub fn set_header(name: &str, value: &str) -> Result<(), HostError> {
     r
 }
 
+/// Sets (replacing every existing value) a request header to bytes that need not be UTF-8.
+pub fn set_header_bytes(name: &str, value: &[u8]) -> Result<(), HostError> {
+    let r = abi::set_header_bytes(MAP, name, value);
+    after_write(r.is_ok(), |c| {
+        c.remove(name);
+        c.add_bytes(name, value);
+    });
+    r
+}
+
 /// Appends a request header value.
 pub fn add_header(name: &str, value: &str) -> Result<(), HostError> {
     let r = abi::add_header(MAP, name, value);

@@ -101,3 +101,67 @@ mod tests {
         assert!(!is_grpc(None));
     }
 }
+
+/// Where a header byte that is not part of valid UTF-8 goes in [`text_of_bytes`]: U+10FF00 plus
+/// the byte (the end of Supplementary Private Use Area-B, which no header legitimately carries).
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// A header value as text, losslessly: valid UTF-8 as it is, every other byte as one private-use
+/// character, so that [`bytes_of_text`] gives back exactly the bytes Envoy had (other baggage
+/// members, for instance, are kept verbatim even when they are not UTF-8).
+pub fn text_of_bytes(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len()).max(1);
+                for b in rest.iter().take(bad) {
+                    out.push(char::from_u32(RAW_BYTE_BASE + u32::from(*b)).unwrap_or('\u{FFFD}'));
+                }
+                bytes = rest.get(bad..).unwrap_or_default();
+            }
+        }
+    }
+}
+
+/// The bytes of a value made by [`text_of_bytes`] (and possibly edited).
+pub fn bytes_of_text(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c).checked_sub(RAW_BYTE_BASE) {
+            Some(b) if b <= 0xFF => out.push(b as u8),
+            _ => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod raw_bytes_tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn header_bytes_round_trip_through_text() {
+        for bytes in [
+            &b"k=v,ab.product=v2"[..],
+            b"k=\x80,other=\xff\xfe",
+            "caf\u{e9}=ol\u{e9}".as_bytes(),
+            b"\xe2\x82",
+            b"",
+        ] {
+            assert_eq!(bytes_of_text(&text_of_bytes(bytes)), bytes, "{bytes:?}");
+        }
+        assert_eq!(text_of_bytes(b"a=1"), "a=1", "UTF-8 as it is");
+    }
+}

@@ -188,8 +188,12 @@ impl HeaderMapCopy {
 
     /// Appends a value of `name`.
     pub fn add(&mut self, name: &str, value: &str) {
-        self.added
-            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self.add_bytes(name, value.as_bytes());
+    }
+
+    /// Appends a value of `name` that need not be UTF-8.
+    pub fn add_bytes(&mut self, name: &str, value: &[u8]) {
+        self.added.push((name.to_ascii_lowercase(), value.to_vec()));
     }
 
     /// Drops every value of `name`.

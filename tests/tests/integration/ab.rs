@@ -326,6 +326,35 @@ async fn ramping_from_10_to_30_percent_keeps_every_v2_user_on_v2() -> Result<()>
     Ok(())
 }
 
+/// Other baggage members are kept byte for byte, also when they are not UTF-8 (`k=\x80` stayed
+/// `k=\x80`, not `k=\u{FFFD}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_baggage_members_keep_their_bytes() -> Result<()> {
+    let bed = gateway(gateway_plugin(weights(5000, 5000))).await?;
+    let auth = bearer("user-1");
+    let incoming: &[u8] = b"k=\x80,tenant=acme\xff";
+    let r = bed
+        .http()
+        .send_bytes(
+            hyper::Method::GET,
+            PRODUCT_API,
+            &[("authorization", auth.as_bytes()), ("baggage", incoming)],
+            bytes::Bytes::new(),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    let v = r.json()?;
+    let hex = v["raw_hex"]["baggage"].as_str().context("baggage not passed as bytes")?;
+    let variant = v["upstream"].as_str().unwrap_or("").trim_start_matches("product-").to_owned();
+    let want: String = [&incoming[..], format!(",ab.product={variant}").as_bytes()]
+        .concat()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, want, "other members verbatim, ours appended");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
     let bed = gateway(gateway_plugin(weights(10_000, 0))).await?;
