@@ -346,7 +346,7 @@ async fn other_baggage_members_keep_their_bytes() -> Result<()> {
     let v = r.json()?;
     let hex = v["raw_hex"]["baggage"].as_str().context("baggage not passed as bytes")?;
     let variant = v["upstream"].as_str().unwrap_or("").trim_start_matches("product-").to_owned();
-    let want: String = [&incoming[..], format!(",ab.product={variant}").as_bytes()]
+    let want: String = [incoming, format!(",ab.product={variant}").as_bytes()]
         .concat()
         .iter()
         .map(|b| format!("{b:02x}"))
