@@ -12,6 +12,7 @@
 //   IDP_ALG                 RS256 (default) or ES256: the ID token signing algorithm
 //   IDP_TOKEN_TTL           access and ID token lifetime, seconds (default 300)
 //   IDP_ROTATE_REFRESH      "1": refresh tokens rotate on every use (default "1")
+//   IDP_LENIENT_CLAIMS      "1": the scopes' claims in the ID token too (default: only at UserInfo)
 //   IDP_STATE_FILE          keep grants, tokens and sessions in this JSON file, so a restart
 //                           (which rotates the signing key) keeps every session and refresh token
 //   IDP_TLS_CERT / IDP_TLS_KEY  PEM files: serve HTTPS only, with this certificate (an IdP as
@@ -134,8 +135,10 @@ const provider = new Provider(issuer, {
     Grant: 3600,
   },
   pkce: { required: () => true },
-  // Put the scopes' claims (email, name, groups) in the ID token, as most IdPs do.
-  conformIdTokenClaims: false,
+  // OIDC Core §5.4 (the default): with an access token issued, the scopes' claims (email,
+  // name, groups) are at the UserInfo endpoint, not in the ID token. IDP_LENIENT_CLAIMS=1 puts
+  // them in the ID token too, as many IdPs do.
+  conformIdTokenClaims: env.IDP_LENIENT_CLAIMS !== '1',
   cookies: { keys: ['meshwright-test-idp-cookie-key'] },
 });
 provider.on('grant.success', (ctx) => {

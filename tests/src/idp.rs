@@ -33,6 +33,9 @@ pub struct IdpOptions {
     /// Keep grants, tokens and sessions in a file, so that [`Idp::start`] again (a new signing
     /// key) keeps every session and refresh token: a key rotation in mid-session.
     pub durable: bool,
+    /// The scopes' claims in the ID token too (many IdPs do that); by default only the UserInfo
+    /// endpoint has them, as OIDC Core §5.4 says when an access token is issued.
+    pub lenient_claims: bool,
 }
 
 impl Default for IdpOptions {
@@ -50,6 +53,7 @@ impl Default for IdpOptions {
             issuer: None,
             tls: None,
             durable: false,
+            lenient_claims: false,
         }
     }
 }
@@ -158,6 +162,9 @@ impl Idp {
                 "IDP_ROTATE_REFRESH",
                 if o.rotate_refresh_tokens { "1" } else { "0" },
             );
+        if o.lenient_claims {
+            cmd.env("IDP_LENIENT_CLAIMS", "1");
+        }
         if o.durable {
             let state = log.with_file_name("idp-state.json");
             cmd.env("IDP_STATE_FILE", state);

@@ -138,6 +138,39 @@ pub struct TokenCall {
     pub body: String,
 }
 
+/// The UserInfo step of a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Userinfo<'a> {
+    /// Not called: ask for the call if the ID token lacks a claim the config uses.
+    NotYet,
+    /// Do without.
+    Skip,
+    /// The endpoint's answer.
+    Answer { status: u16, body: &'a [u8] },
+}
+
+/// What completing a login needs next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoginStep {
+    /// The login is done: send `reply`. `missing_claims`: claims the config uses that neither
+    /// the ID token nor UserInfo had (logged and counted).
+    Done {
+        reply: Reply,
+        missing_claims: Vec<String>,
+    },
+    /// Call the UserInfo endpoint (GET), then finish with its answer.
+    Userinfo(TokenCall),
+}
+
+/// A UserInfo answer as a JSON object (OIDC Core §5.3.2); None when it is not one (a signed or
+/// encrypted UserInfo JWT is not read: the login goes on without its claims).
+pub fn parse_userinfo(status: u16, body: &[u8]) -> Option<Map<String, Value>> {
+    if status != 200 || body.len() > 64 * 1024 {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Forward(Forward, Outcome),
@@ -185,13 +218,15 @@ pub enum Failure {
     IdToken,
     /// The ID token is signed with an algorithm other than RS256/ES256 (e.g. HS256).
     IdTokenAlg,
+    /// The UserInfo response is about another subject than the ID token (OIDC Core §5.3.4).
+    Userinfo,
     SessionTooLarge,
     JwksUnavailable,
 }
 
 impl Failure {
     /// Every failure, for the per-reason counters.
-    pub const ALL: [Failure; 11] = [
+    pub const ALL: [Failure; 12] = [
         Self::IdpError,
         Self::UnknownState,
         Self::StateMismatch,
@@ -201,6 +236,7 @@ impl Failure {
         Self::UnknownKey,
         Self::IdToken,
         Self::IdTokenAlg,
+        Self::Userinfo,
         Self::SessionTooLarge,
         Self::JwksUnavailable,
     ];
@@ -216,6 +252,7 @@ impl Failure {
             Self::UnknownKey => "unknown_key",
             Self::IdToken => "id_token",
             Self::IdTokenAlg => "id_token_alg",
+            Self::Userinfo => "userinfo",
             Self::SessionTooLarge => "session_too_large",
             Self::JwksUnavailable => "jwks_unavailable",
         }
@@ -240,6 +277,9 @@ impl Failure {
             }
             Self::IdTokenAlg => {
                 "the ID token is signed with an algorithm other than RS256 and ES256 (set the client's id_token_signed_response_alg at the IdP)"
+            }
+            Self::Userinfo => {
+                "the UserInfo response names another subject than the ID token (OIDC Core 5.3.4)"
             }
             Self::SessionTooLarge => "the session does not fit in the cookie size limit",
             Self::JwksUnavailable => "the IdP's JWKS is not loaded",
@@ -914,6 +954,35 @@ impl Gate<'_> {
         now_s: u64,
         rng: &mut impl Entropy,
     ) -> Result<Reply, Failure> {
+        match self.finish_login_with(
+            txn,
+            login_cookie,
+            tokens,
+            Userinfo::Skip,
+            cookie_header,
+            now_s,
+            rng,
+        )? {
+            LoginStep::Done { reply, .. } => Ok(reply),
+            LoginStep::Userinfo(_) => Err(Failure::TokenResponse),
+        }
+    }
+
+    /// [`Gate::finish_login`], with the UserInfo step: when a claim the config uses (claim
+    /// headers, minted claims) is not in the ID token and the IdP has a UserInfo endpoint, the
+    /// first call (`Userinfo::NotYet`) asks for that call; the second brings its answer, whose
+    /// `sub` must be the ID token's and whose claims fill the missing ones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_login_with(
+        &self,
+        txn: &LoginTxn,
+        login_cookie: &str,
+        tokens: &TokenSet,
+        userinfo: Userinfo<'_>,
+        cookie_header: &str,
+        now_s: u64,
+        rng: &mut impl Entropy,
+    ) -> Result<LoginStep, Failure> {
         let jwks = self.jwks.ok_or(Failure::JwksUnavailable)?;
         let id_token = tokens.id_token.as_deref().ok_or(Failure::TokenResponse)?;
         let expect = Expect {
@@ -924,12 +993,46 @@ impl Gate<'_> {
             leeway_s: LEEWAY_S,
         };
         let verified = jwks.verify(id_token, &expect).map_err(verify_failure)?;
+        let mut claims = self.kept(&verified.claims);
+        match userinfo {
+            Userinfo::Skip => {}
+            Userinfo::NotYet => {
+                if let (false, Some(ep)) = (
+                    self.missing(&claims).is_empty(),
+                    self.discovery.and_then(|d| d.userinfo_endpoint.as_ref()),
+                ) {
+                    return Ok(LoginStep::Userinfo(TokenCall {
+                        authority: ep.authority.clone(),
+                        path: ep.path.clone(),
+                        headers: vec![
+                            (
+                                "authorization".into(),
+                                format!("Bearer {}", tokens.access_token),
+                            ),
+                            ("accept".into(), "application/json".into()),
+                        ],
+                        body: String::new(),
+                    }));
+                }
+            }
+            Userinfo::Answer { status, body } => {
+                if let Some(info) = parse_userinfo(status, body) {
+                    if info.get("sub").and_then(Value::as_str) != Some(verified.sub.as_str()) {
+                        return Err(Failure::Userinfo);
+                    }
+                    for (k, v) in self.kept(&info) {
+                        claims.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+        let missing_claims = self.missing(&claims);
         let mut id = [0u8; 16];
         rng.fill(&mut id);
         let session = Session {
             id: URL_SAFE_NO_PAD.encode(id),
             sub: verified.sub,
-            claims: self.kept(&verified.claims),
+            claims,
             token: self.forwarded(tokens),
             token_exp: self.token_exp(tokens, verified.exp_s, now_s),
             refresh_token: tokens.refresh_token.clone(),
@@ -959,7 +1062,20 @@ impl Gate<'_> {
                 self.cfg.max_lifetime_s,
             ));
         }
-        Ok(redirect(&txn.return_to, cookies))
+        Ok(LoginStep::Done {
+            reply: redirect(&txn.return_to, cookies),
+            missing_claims,
+        })
+    }
+
+    /// The claims the config uses that `claims` lacks (`sub` is the session's own).
+    fn missing(&self, claims: &Map<String, Value>) -> Vec<String> {
+        self.cfg
+            .kept_claims
+            .iter()
+            .filter(|k| k.as_str() != "sub" && !claims.contains_key(k.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The refreshed session, from the token endpoint's answer to a refresh grant.
@@ -984,7 +1100,12 @@ impl Gate<'_> {
             if v.sub != old.sub {
                 return Err(Failure::IdToken);
             }
-            claims = self.kept(&v.claims);
+            // The new ID token's claims; those it leaves out (UserInfo's, at login) are kept.
+            let mut fresh = self.kept(&v.claims);
+            for (k, v) in claims {
+                fresh.entry(k).or_insert(v);
+            }
+            claims = fresh;
             exp = v.exp_s;
         } else if self.cfg.forward_token == ForwardToken::IdToken {
             return Err(Failure::TokenResponse);

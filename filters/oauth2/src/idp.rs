@@ -35,6 +35,8 @@ pub struct Discovery {
     pub token_endpoint: Endpoint,
     pub jwks_uri: Endpoint,
     pub end_session_endpoint: Option<String>,
+    /// Where the claims the ID token leaves out are (OIDC Core §5.3), if the IdP has one.
+    pub userinfo_endpoint: Option<Endpoint>,
     /// `authorization_response_iss_parameter_supported` (RFC 9207): every callback then names
     /// the issuer in `iss`, and one without it is refused.
     pub iss_in_callback: bool,
@@ -87,6 +89,7 @@ pub fn parse_discovery(body: &[u8], issuer: &str) -> Result<Discovery, DocumentE
         end_session_endpoint: text("end_session_endpoint")
             .and_then(Endpoint::parse)
             .map(|e| e.url),
+        userinfo_endpoint: text("userinfo_endpoint").and_then(Endpoint::parse),
         iss_in_callback: doc
             .get("authorization_response_iss_parameter_supported")
             .and_then(Value::as_bool)

@@ -21,7 +21,8 @@
 use crate::cache::SessionCache;
 use crate::config::OAuth2Config;
 use crate::flow::{
-    self, Claim, Decision, Entropy, Failure, Forward, Gate, Outcome, RefreshSlots, Reply, TokenCall,
+    self, Claim, Decision, Entropy, Failure, Forward, Gate, LoginStep, Outcome, RefreshSlots,
+    Reply, TokenCall, Userinfo,
 };
 use crate::idp::{self, Discovery, Jwks};
 use crate::session::{CookieNames, LoginTxn, Session, expire_all};
@@ -142,6 +143,14 @@ enum Pending {
         headers: HeaderList,
     },
     ExchangeNeedsKeys {
+        token: u32,
+        txn: LoginTxn,
+        login_cookie: String,
+        headers: HeaderList,
+        tokens: flow::TokenSet,
+    },
+    /// The login waits for the UserInfo endpoint.
+    Userinfo {
         token: u32,
         txn: LoginTxn,
         login_cookie: String,
@@ -429,8 +438,13 @@ fn get(cfg: &OAuth2Config, ep: &idp::Endpoint) -> Result<u32, abi::HostError> {
 }
 
 fn post(cfg: &OAuth2Config, call: &TokenCall) -> Result<u32, abi::HostError> {
+    request_idp(cfg, "POST", call)
+}
+
+/// A call to the IdP through its cluster.
+fn request_idp(cfg: &OAuth2Config, method: &str, call: &TokenCall) -> Result<u32, abi::HostError> {
     let mut headers: Vec<(&str, &str)> = vec![
-        (":method", "POST"),
+        (":method", method),
         (":path", &call.path),
         (":authority", &call.authority),
     ];
@@ -791,9 +805,18 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             headers,
             ..
         } => match flow::parse_token_response(status.unwrap_or(0), &body) {
-            Ok(tokens) => {
-                complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, true)
-            }
+            Ok(tokens) => complete_login(
+                vm,
+                &rt,
+                id,
+                txn,
+                login_cookie,
+                headers,
+                tokens,
+                Userinfo::NotYet,
+                now,
+                true,
+            ),
             Err(f) => {
                 if f == Failure::TokenEndpoint {
                     rt.token_refused("authorization_code", status, &body);
@@ -809,7 +832,49 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             ..
         } => {
             take_jwks(vm, &rt, status, &body);
-            complete_login(vm, &rt, id, txn, login_cookie, headers, tokens, now, false);
+            complete_login(
+                vm,
+                &rt,
+                id,
+                txn,
+                login_cookie,
+                headers,
+                tokens,
+                Userinfo::NotYet,
+                now,
+                false,
+            );
+        }
+        Pending::Userinfo {
+            txn,
+            login_cookie,
+            headers,
+            tokens,
+            ..
+        } => {
+            rt.inc("userinfo_fetches");
+            let status = status.unwrap_or(0);
+            if flow::parse_userinfo(status, &body).is_none() {
+                rt.inc("userinfo_failures");
+                log::warn!(
+                    "UserInfo answered status {status} without a JSON object: going on without its claims"
+                );
+            }
+            complete_login(
+                vm,
+                &rt,
+                id,
+                txn,
+                login_cookie,
+                headers,
+                tokens,
+                Userinfo::Answer {
+                    status,
+                    body: &body,
+                },
+                now,
+                false,
+            );
         }
         Pending::Refresh {
             session,
@@ -854,6 +919,7 @@ impl Pending {
             Self::Exchange { token, .. }
             | Self::ExchangeNeedsKeys { token, .. }
             | Self::RefreshNeedsKeys { token, .. }
+            | Self::Userinfo { token, .. }
             | Self::Refresh { token, .. } => *token,
         }
     }
@@ -885,6 +951,7 @@ fn complete_login(
     login_cookie: String,
     headers: HeaderList,
     tokens: flow::TokenSet,
+    userinfo: Userinfo<'_>,
     now: u64,
     may_refetch: bool,
 ) {
@@ -893,18 +960,58 @@ fn complete_login(
     let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
         .unwrap_or("")
         .to_owned();
-    match gate.finish_login(
+    match gate.finish_login_with(
         &txn,
         &login_cookie,
         &tokens,
+        userinfo,
         &cookie,
         now / 1000,
         &mut HostEntropy,
     ) {
-        Ok(reply) => {
+        Ok(LoginStep::Done {
+            reply,
+            missing_claims,
+        }) => {
+            if !missing_claims.is_empty() {
+                rt.inc("claims_missing");
+                log::warn!(
+                    "login of a session without the claims {missing_claims:?}: neither the ID token nor UserInfo has them (scopes? the IdP's claim mapping?)"
+                );
+            }
             rt.inc("logins_succeeded");
             let _ = send(&reply);
         }
+        Ok(LoginStep::Userinfo(call)) => match request_idp(&rt.cfg, "GET", &call) {
+            Ok(token) => {
+                vm.pending.borrow_mut().insert(
+                    id,
+                    Pending::Userinfo {
+                        token,
+                        txn,
+                        login_cookie,
+                        headers,
+                        tokens,
+                    },
+                );
+            }
+            Err(e) => {
+                log::warn!("UserInfo call failed to start: {e}");
+                rt.inc("userinfo_failures");
+                complete_login(
+                    vm,
+                    rt,
+                    id,
+                    txn,
+                    login_cookie,
+                    headers,
+                    tokens,
+                    Userinfo::Skip,
+                    now,
+                    false,
+                );
+            }
+        },
         Err(Failure::UnknownKey) if may_refetch => {
             // The IdP rotated its keys: fetch the JWKS (rate-limited), then verify again.
             match refetch_jwks(vm, rt, &idp, now) {

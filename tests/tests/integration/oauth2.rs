@@ -186,12 +186,41 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
     assert_eq!(api.status, 200);
     assert_eq!(gw.idp.grants("authorization_code"), 1);
     assert_eq!(gw.stat("logins_succeeded").await?, 1);
+    // The test IdP follows OIDC Core §5.4: email is only at UserInfo, which the login called.
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').nth(1).unwrap_or_default(),
+        )?,
+    )?;
+    assert!(claims.get("email").is_none(), "the ID token has no email: {claims}");
+    assert_eq!(gw.stat("userinfo_fetches").await?, 1);
+    assert_eq!(gw.stat("claims_missing").await?, 0);
     assert!(gw.stat("requests_authenticated").await? >= 2);
     let prom = gw.bed.envoy.prometheus().await?;
     assert!(
         prom.contains("meshwright_oauth2_logins_succeeded{} 1"),
         "{prom}"
     );
+    Ok(())
+}
+
+/// An IdP that puts the claims in the ID token: no UserInfo call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_in_the_id_token_need_no_userinfo_call() -> Result<()> {
+    let gw = Setup {
+        idp_options: IdpOptions {
+            lenient_claims: true,
+            ..IdpOptions::default()
+        },
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    assert_eq!(echoed(&page)?["headers"]["x-user-email"], "alice@example.com");
+    assert_eq!(gw.stat("userinfo_fetches").await?, 0);
     Ok(())
 }
 

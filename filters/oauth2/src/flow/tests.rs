@@ -101,6 +101,7 @@ fn world_with(edit: impl FnOnce(&mut Value)) -> World {
             token_endpoint: Endpoint::parse(&format!("{ISSUER}/token")).unwrap(),
             jwks_uri: Endpoint::parse(&format!("{ISSUER}/jwks")).unwrap(),
             end_session_endpoint: Some(format!("{ISSUER}/session/end")),
+            userinfo_endpoint: None,
             iss_in_callback: true,
         },
         jwks: parse_jwks(format!(r#"{{"keys":[{jwk}]}}"#).as_bytes()).unwrap(),
@@ -1008,5 +1009,142 @@ fn a_refresh_without_an_id_token_keeps_the_sessions_claims() {
     assert_eq!(
         w.gate().finish_refresh(&session, &tokens, NOW_S + 290),
         Err(Failure::TokenResponse)
+    );
+}
+
+/// A login whose ID token carries only `sub` (a provider following OIDC Core §5.4): up to the
+/// exchange; returns (txn, login cookie name, tokens, login cookie header).
+fn login_with_bare_id_token(w: &mut World) -> (crate::session::LoginTxn, String, TokenSet, String) {
+    w.discovery.userinfo_endpoint = Some(Endpoint::parse(&format!("{ISSUER}/me")).unwrap());
+    let Decision::Reply(r, Outcome::LoginStarted) = w.decide(&browser("/", "")) else {
+        panic!("no login redirect")
+    };
+    let state = query_param(header(&r, "location").unwrap(), "state").unwrap();
+    let login_cookie = cookies_of(&r).join("; ");
+    let cb = format!(
+        "/oauth2/callback?code=c0de&state={state}&iss={}",
+        crate::urls::encode(ISSUER)
+    );
+    let Decision::Exchange {
+        txn,
+        login_cookie: name,
+        ..
+    } = w.decide(&browser(&cb, &login_cookie))
+    else {
+        panic!("no exchange")
+    };
+    let claims = JWTClaims {
+        issued_at: Some(UnixTimeStamp::from_secs(NOW_S)),
+        expires_at: Some(UnixTimeStamp::from_secs(NOW_S + 300)),
+        invalid_before: None,
+        issuer: Some(ISSUER.into()),
+        subject: Some("alice".into()),
+        audiences: Some(Audiences::AsString("shop".into())),
+        jwt_id: None,
+        nonce: Some(txn.nonce.clone()),
+        custom: Map::new(),
+    };
+    let tokens = TokenSet {
+        access_token: "opaque-at".into(),
+        id_token: Some(w.idp_key.sign(claims).unwrap()),
+        refresh_token: Some("rt-1".into()),
+        expires_in: Some(300),
+    };
+    (txn, name, tokens, login_cookie)
+}
+
+#[test]
+fn claims_the_id_token_leaves_out_come_from_userinfo() {
+    let mut w = world();
+    let (txn, name, tokens, cookie) = login_with_bare_id_token(&mut w);
+    let g = w.gate();
+    let step = g
+        .finish_login_with(
+            &txn,
+            &name,
+            &tokens,
+            Userinfo::NotYet,
+            &cookie,
+            NOW_S,
+            &mut Counter(1),
+        )
+        .unwrap();
+    let LoginStep::Userinfo(call) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(call.path, "/me");
+    assert!(
+        call.headers
+            .contains(&("authorization".into(), "Bearer opaque-at".into()))
+    );
+    let info = br#"{"sub":"alice","email":"alice@example.com","groups":["customers"]}"#;
+    let step = g
+        .finish_login_with(
+            &txn,
+            &name,
+            &tokens,
+            Userinfo::Answer {
+                status: 200,
+                body: info,
+            },
+            &cookie,
+            NOW_S,
+            &mut Counter(2),
+        )
+        .unwrap();
+    let LoginStep::Done {
+        reply,
+        missing_claims,
+    } = step
+    else {
+        panic!("{step:?}")
+    };
+    assert!(missing_claims.is_empty(), "{missing_claims:?}");
+    // The session forwards the UserInfo claims.
+    let cookies = cookies_of(&reply).join("; ");
+    let f = forwarded(w.decide(&api("/a", &cookies)));
+    assert_eq!(set(&f, "x-user-email"), Some("alice@example.com"));
+    assert_eq!(set(&f, "x-user-groups"), Some("customers"));
+}
+
+#[test]
+fn a_userinfo_answer_about_someone_else_ends_the_login() {
+    let mut w = world();
+    let (txn, name, tokens, cookie) = login_with_bare_id_token(&mut w);
+    let r = w.gate().finish_login_with(
+        &txn,
+        &name,
+        &tokens,
+        Userinfo::Answer {
+            status: 200,
+            body: br#"{"sub":"mallory","email":"m@example.com"}"#,
+        },
+        &cookie,
+        NOW_S,
+        &mut Counter(2),
+    );
+    assert_eq!(r, Err(Failure::Userinfo));
+    // An unusable answer: the login goes on, the missing claims named.
+    let step = w
+        .gate()
+        .finish_login_with(
+            &txn,
+            &name,
+            &tokens,
+            Userinfo::Answer {
+                status: 500,
+                body: b"",
+            },
+            &cookie,
+            NOW_S,
+            &mut Counter(3),
+        )
+        .unwrap();
+    let LoginStep::Done { missing_claims, .. } = step else {
+        panic!()
+    };
+    assert!(
+        missing_claims.contains(&"email".to_owned()),
+        "{missing_claims:?}"
     );
 }
