@@ -145,6 +145,7 @@ impl Fixtures {
         claims.insert("groups".into(), json!(["customers"]));
         let session = Session {
             id: "bench-2f6c1e9a4d7b".into(),
+            generation: 0,
             sub: SUB.into(),
             claims: claims.clone(),
             token: None,

@@ -107,6 +107,7 @@ mod tests {
         Entry {
             session: Session {
                 id: "i".into(),
+                generation: 0,
                 sub: sub.into(),
                 claims: Default::default(),
                 token: None,

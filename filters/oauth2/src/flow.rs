@@ -78,6 +78,11 @@ pub trait RefreshSlots {
     fn complete(&mut self, sid: &str, sealed: &str, now_ms: u64);
     /// Give the slot up after a failed refresh.
     fn release(&mut self, sid: &str);
+    /// Remember, until `until_s` (the session's end), that generation `generation` is the newest of
+    /// session `sid`: cookies of older generations carry a spent refresh token.
+    fn supersede(&mut self, sid: &str, generation: u32, until_s: u64, now_ms: u64);
+    /// Whether a newer generation than `generation` of session `sid` is known.
+    fn superseded(&mut self, sid: &str, generation: u32, now_ms: u64) -> bool;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,7 +530,30 @@ impl Gate<'_> {
                     }
                     let can_refresh =
                         self.cfg.refresh_enabled && entry.session.refresh_token.is_some();
-                    if can_refresh {
+                    if can_refresh
+                        && slots.superseded(&entry.session.id, entry.session.generation, now_ms)
+                    {
+                        // This cookie's refresh token is spent: a newer generation of the
+                        // session exists (another tab, another replica) or the IdP refused it.
+                        // It is never sent again: adopt the newer session while it is still
+                        // published, else go on with the valid token, and once that has
+                        // expired log in again — without a call to the IdP.
+                        let fallback = valid.then(|| self.forward(entry, cookie));
+                        match slots.claim(&entry.session.id, now_ms) {
+                            Claim::Refreshed(new_sealed) => {
+                                if let Some(d) =
+                                    self.adopt_refreshed(&new_sealed, cookie, now_s, cache)
+                                {
+                                    return d;
+                                }
+                            }
+                            Claim::Acquired => slots.release(&entry.session.id),
+                            Claim::Busy => {}
+                        }
+                        if let Some(f) = fallback {
+                            return Decision::Forward(f, Outcome::Authenticated);
+                        }
+                    } else if can_refresh {
                         let Some(discovery) = self.discovery else {
                             return if valid {
                                 Decision::Forward(
@@ -1031,6 +1059,7 @@ impl Gate<'_> {
         rng.fill(&mut id);
         let session = Session {
             id: URL_SAFE_NO_PAD.encode(id),
+            generation: 0,
             sub: verified.sub,
             claims,
             token: self.forwarded(tokens),
@@ -1112,6 +1141,7 @@ impl Gate<'_> {
         }
         Ok(Session {
             id: old.id.clone(),
+            generation: old.generation.saturating_add(1),
             sub: old.sub.clone(),
             claims,
             token: self.forwarded(tokens),

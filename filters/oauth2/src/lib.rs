@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod config;
 pub mod flow;
+pub mod generations;
 pub mod idp;
 pub mod mint;
 pub mod replay;

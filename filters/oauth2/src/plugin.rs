@@ -24,6 +24,7 @@ use crate::flow::{
     self, Claim, Decision, Entropy, Failure, Forward, Gate, LoginStep, Outcome, RefreshSlots,
     Reply, TokenCall, Userinfo,
 };
+use crate::generations;
 use crate::idp::{self, Discovery, Jwks};
 use crate::session::{CookieNames, LoginTxn, Session, expire_all};
 use crate::stats;
@@ -250,6 +251,24 @@ impl RefreshSlots for SharedSlots {
 
     fn release(&mut self, sid: &str) {
         let _ = abi::set_shared_data(&slot_key(sid), b"", 0);
+    }
+
+    fn supersede(&mut self, sid: &str, generation: u32, until_s: u64, now_ms: u64) {
+        let _ = shared_data::update(&generations::bucket_key(sid), 8, |current| {
+            let text = current
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("");
+            let next = generations::record(text, sid, generation, until_s, now_ms / 1000);
+            (Some(next.into_bytes()), ())
+        });
+    }
+
+    fn superseded(&mut self, sid: &str, generation: u32, now_ms: u64) -> bool {
+        abi::get_shared_data(&generations::bucket_key(sid))
+            .ok()
+            .and_then(|(b, _)| b)
+            .and_then(|b| String::from_utf8(b).ok())
+            .is_some_and(|t| generations::newer(&t, sid, generation, now_ms / 1000))
     }
 }
 
@@ -1138,6 +1157,7 @@ fn complete_refresh(
     match refreshed {
         Ok((session, sealed, cookies)) => {
             SharedSlots.complete(&session.id, &sealed, now);
+            SharedSlots.supersede(&session.id, session.generation, session.expires, now);
             let entry = gate.entry(session, now_s);
             let mut f = gate.forward(&entry, &cookie);
             f.response_cookies = cookies;
@@ -1153,11 +1173,16 @@ fn complete_refresh(
             SharedSlots.release(&old.id);
             rt.inc("refresh_failures");
             log::info!("refresh failed: {} ({})", f.label(), f.describe());
-            // The IdP refused the refresh token (revoked, reused, session ended): log in again.
-            // A transient failure with a still-valid token: go on with it.
+            // The IdP refused the refresh token (revoked, or rotated by another replica): it is
+            // spent — no request of this proxy sends it again — and the session goes on while
+            // its token is valid (the browser may bring the newer cookie meanwhile), then logs
+            // in again. A transient failure with a still-valid token: go on with it.
             let refused = matches!(status, Some(400 | 401));
+            if refused {
+                SharedSlots.supersede(&old.id, old.generation.saturating_add(1), old.expires, now);
+            }
             match (refused, fallback) {
-                (false, Some(fwd)) => {
+                (_, Some(fwd)) => {
                     rt.count(Outcome::Authenticated);
                     apply(vm, id, fwd);
                     compose::continue_request(id);

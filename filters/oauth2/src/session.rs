@@ -24,12 +24,20 @@ pub const MAX_CHUNKS: usize = 8;
 /// Lifetime of a login transaction.
 pub const LOGIN_TTL_S: u64 = 600;
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// What a session cookie holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// Random session id (refresh coordination, revocation).
     #[serde(rename = "i")]
     pub id: String,
+    /// How many refreshes made this session (each spends the previous refresh token): a cookie
+    /// of an older generation than the newest known must not refresh again.
+    #[serde(rename = "g", default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
     #[serde(rename = "s")]
     pub sub: String,
     /// The claims kept for claim headers and minting.

@@ -105,6 +105,19 @@ impl Setup {
     }
 }
 
+/// A second gateway replica: the same plugin config and cookie keys, the same IdP.
+async fn replica(gw: &Gateway, config: &Value) -> Result<Bed> {
+    let idp_addr: std::net::SocketAddr = format!("127.0.0.1:{}", gw.idp.port).parse()?;
+    Bed::builder()
+        .plugin(plugin(&gw.idp.issuer, config))
+        .overlay(overlay())
+        .workload(gateway_labels(), WorkloadMode::Client, 8080)
+        .extra_cluster(Cluster::new("idp", &[idp_addr]))
+        .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", KEYS_A)
+        .start()
+        .await
+}
+
 impl Gateway {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -437,6 +450,7 @@ async fn attacks_are_refused() -> Result<()> {
     let ring = KeyRing::parse(KEYS_A)?;
     let expired = Session {
         id: "x".into(),
+        generation: 0,
         sub: "alice".into(),
         claims: Default::default(),
         token: Some("t".into()),
@@ -522,6 +536,80 @@ async fn attacks_are_refused() -> Result<()> {
     assert!(statuses_ok(&gw.bed).await);
     assert!(gw.stat("callbacks_rejected").await? >= 2);
     assert!(gw.stat("sessions_invalid").await? >= 2);
+    Ok(())
+}
+
+/// Two gateway replicas, one cookie, a provider that rotates refresh tokens: replica 1
+/// refreshes; replica 2, seeing the old cookie while its token is still valid, gets
+/// `invalid_grant` for the spent refresh token — and keeps the session instead of answering 401
+/// and clearing the cookie, never sends that token again, and takes the newer cookie when the
+/// browser brings it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refresh_token()
+-> Result<()> {
+    let config = json!({"refresh": {"before_expiry_s": 6}});
+    let gw = Setup {
+        idp_options: IdpOptions {
+            token_ttl_s: 12,
+            rotate_refresh_tokens: true,
+            ..IdpOptions::default()
+        },
+        config: config.clone(),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let second = replica(&gw, &config).await?;
+    let agent = Agent::new();
+    let login_at = Instant::now();
+    let (_, page) = login_via_idp(&agent, &gw.url("/"), "alice").await?;
+    assert_eq!(page.status, 200);
+    let old_cookie = agent
+        .cookie_header(&url::Url::parse(&gw.url("/"))?)
+        .context("session cookie")?;
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(login_at.elapsed())).await;
+    let api = |c: &str| vec![("cookie".to_owned(), c.to_owned()), ("accept".into(), "application/json".into())];
+    let get = |http: meshwright_testbed::client::Http, h: Vec<(String, String)>| async move {
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        http.get("/api/orders", &h).await
+    };
+    // Replica 1 refreshes: a new cookie.
+    let r1 = get(gw.bed.http(), api(&old_cookie)).await?;
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    let new_cookie: String = r1
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(!new_cookie.is_empty(), "replica 1 refreshed and sent the new cookie");
+    assert_eq!(gw.idp.grants("refresh_token"), 1);
+    // Replica 2 with the old cookie: the IdP refuses the spent token; the session goes on.
+    for i in 0..5 {
+        let r2 = get(second.http(), api(&old_cookie)).await?;
+        assert_eq!(r2.status, 200, "request {i} at replica 2: {}", r2.text());
+        let cleared = r2
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("Max-Age=0"));
+        assert!(!cleared, "replica 2 does not end the session");
+    }
+    let refused = gw
+        .idp
+        .output()
+        .iter()
+        .filter(|l| l.starts_with("token-error refresh_token"))
+        .count();
+    assert_eq!(refused, 1, "the spent refresh token was sent once, not once per request");
+    assert_eq!(second.envoy.stat("wasmcustom.meshwright.oauth2.refresh_failures").await?, 1);
+    // The browser brings the newer cookie to replica 2: it is used as it is.
+    let r = get(second.http(), api(&new_cookie)).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.idp.grants("refresh_token"), 1, "no refresh needed for the newer cookie");
     Ok(())
 }
 

@@ -27,6 +27,7 @@ impl Entropy for Counter {
 struct Slots {
     state: HashMap<String, Claim>,
     claims: usize,
+    generations: HashMap<String, u32>,
 }
 impl RefreshSlots for Slots {
     fn claim(&mut self, sid: &str, _now_ms: u64) -> Claim {
@@ -45,6 +46,13 @@ impl RefreshSlots for Slots {
     }
     fn release(&mut self, sid: &str) {
         self.state.remove(sid);
+    }
+    fn supersede(&mut self, sid: &str, generation: u32, _until_s: u64, _now_ms: u64) {
+        let g = self.generations.entry(sid.into()).or_insert(generation);
+        *g = (*g).max(generation);
+    }
+    fn superseded(&mut self, sid: &str, generation: u32, _now_ms: u64) -> bool {
+        self.generations.get(sid).is_some_and(|g| *g > generation)
     }
 }
 
@@ -665,6 +673,7 @@ fn a_refresh_for_another_user_is_refused() {
     let w = world();
     let old = Session {
         id: "i".into(),
+        generation: 0,
         sub: "alice".into(),
         claims: Map::new(),
         token: None,
@@ -1147,4 +1156,39 @@ fn a_userinfo_answer_about_someone_else_ends_the_login() {
         missing_claims.contains(&"email".to_owned()),
         "{missing_claims:?}"
     );
+}
+
+#[test]
+fn a_cookie_whose_refresh_token_is_spent_never_refreshes_again() {
+    let mut w = world();
+    let cookies = w.login("/");
+    let Decision::Refresh { session, .. } = w.decide_at(&api("/a", &cookies), NOW_S + 280) else {
+        panic!("no refresh")
+    };
+    // The refresh completes: generation 1 is the newest; its publication (the slot) then ends.
+    w.slots
+        .supersede(&session.id, session.generation + 1, session.expires, 0);
+    w.slots.release(&session.id);
+    // The old cookie, its token still valid: forwarded, no second refresh.
+    let f = forwarded(w.decide_at(&api("/a", &cookies), NOW_S + 290));
+    assert!(set(&f, "authorization").is_some());
+    // Expired: a clean login, no refresh grant with the spent token.
+    let d = w.decide_at(&api("/a", &cookies), NOW_S + 300 + LEEWAY_S);
+    let Decision::Reply(r, Outcome::ExpiredSession) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.status, 401);
+    // The refreshed session is generation 1, and refreshes as usual.
+    let tokens = TokenSet {
+        access_token: "at-2".into(),
+        id_token: Some(w.id_token(None, "alice", NOW_S + 580)),
+        refresh_token: Some("rt-2".into()),
+        expires_in: Some(300),
+    };
+    let new = w
+        .gate()
+        .finish_refresh(&session, &tokens, NOW_S + 280)
+        .unwrap();
+    assert_eq!(new.generation, 1);
+    assert!(!w.slots.superseded(&new.id, new.generation, 0));
 }
