@@ -783,3 +783,19 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     Ok(())
 }
 }
+
+/// Re-measures the platform fact the gateway relies on: with `include_request_attempt_count`
+/// (Istio sets it on every virtual host, gateways included) Envoy's router writes its own
+/// `x-envoy-attempt-count` upstream, replacing a client's — so a client outside the mesh cannot
+/// pass a forged attempt count through the gateway to a callee's server-side budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_router_replaces_a_client_sent_attempt_count() -> Result<()> {
+    let bed = Bed::builder().start().await?;
+    let r = bed
+        .http()
+        .get("/", &[("x-envoy-attempt-count", "7")])
+        .await?;
+    let seen = r.json()?;
+    assert_eq!(seen["headers"]["x-envoy-attempt-count"], "1", "{seen}");
+    Ok(())
+}
