@@ -729,7 +729,10 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
         .await?;
     let n = 1000;
     let got = drive(&caller.http("main"), n, 16).await;
-    assert!(got.iter().all(|r| r.status == 503));
+    // Every request fails during the outage: the upstream's 503, or — when the callee's budget
+    // window runs ahead of the caller's on a loaded machine — the callee shedding a retry (429).
+    let statuses: std::collections::BTreeSet<u16> = got.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 429), "{statuses:?}");
     let hits = callee.upstream.hits();
     let limit = bound(n, 0.2, 10.0, 10.0);
     println!(
