@@ -38,6 +38,14 @@ where
     all.into_iter().map(|(_, t)| t).collect()
 }
 
+/// How many standard deviations the suite's statistical assertions allow.
+///
+/// A two-sided 4.5 σ interval is left by chance with probability ≈ 7·10⁻⁶; the suite makes about a
+/// dozen such assertions on random outcomes, so a correct build fails one less than once in 10,000
+/// CI runs (at 3 σ it was ≈ 3 %, and CI did fail on one). The intervals stay narrow enough to catch
+/// a wrong rate: at n = 400, p = 0.5 the interval is [155, 245].
+pub const K_SD: f64 = 4.5;
+
 /// The interval a binomial count should fall in: `n·p ± k·sqrt(n·p·(1−p))`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bounds {

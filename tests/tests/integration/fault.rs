@@ -5,7 +5,7 @@ use bytes::Bytes;
 use meshwright_fault::control;
 use meshwright_testbed::client::{Http, grpc_unary, grpc_unary_with};
 use meshwright_testbed::forms;
-use meshwright_testbed::load::{Bounds, fan_out};
+use meshwright_testbed::load::{Bounds, K_SD, fan_out};
 use meshwright_testbed::render::{Cluster, Route};
 use meshwright_testbed::wasmplugin::{WasmPlugin, shipped};
 use meshwright_testbed::{Bed, BedBuilder};
@@ -54,7 +54,7 @@ async fn statuses(
 meshwright_testbed::in_both_forms! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn abort_ratio_over_4000_requests_is_within_3_sd_and_counted() -> Result<()> {
+async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "ten-percent",
         "match": {"path": {"prefix": "/api/"}},
@@ -66,7 +66,7 @@ async fn abort_ratio_over_4000_requests_is_within_3_sd_and_counted() -> Result<(
     let aborted = got.iter().filter(|s| **s == 503).count() as u64;
     let ok = got.iter().filter(|s| **s == 200).count() as u64;
     assert_eq!(aborted + ok, 4000, "only 200s and 503s expected");
-    let bounds = Bounds::binomial(4000, 0.10, 3.0);
+    let bounds = Bounds::binomial(4000, 0.10, K_SD);
     println!("aborted {aborted}/4000; {bounds}");
     assert!(bounds.contains(aborted), "aborted {aborted}: {bounds}");
     assert_eq!(
@@ -259,7 +259,7 @@ async fn cohorts_give_each_user_one_fate_and_the_configured_share() -> Result<()
         .collect();
     assert!(mixed.is_empty(), "users with mixed fates: {mixed:?}");
     let faulted = per_user.iter().filter(|v| v[0] == 503).count() as u64;
-    let bounds = Bounds::binomial(1000, 0.20, 3.0);
+    let bounds = Bounds::binomial(1000, 0.20, K_SD);
     println!("faulted users {faulted}/1000; {bounds}");
     assert!(bounds.contains(faulted), "{faulted}: {bounds}");
     // Requests without a key are never in a cohort.
@@ -293,7 +293,7 @@ async fn cohorts_can_key_on_the_jwt_sub_claim() -> Result<()> {
         assert_eq!(a, b, "user-{u}");
         faulted += u64::from(a == 503);
     }
-    let bounds = Bounds::binomial(200, 0.5, 3.0);
+    let bounds = Bounds::binomial(200, 0.5, K_SD);
     assert!(bounds.contains(faulted), "{faulted}: {bounds}");
     Ok(())
 }
@@ -485,7 +485,7 @@ async fn response_faults_replace_the_upstream_status_at_the_configured_rate() ->
     );
     let ok = got.iter().flatten().filter(|r| r.status == 200).count();
     assert_eq!(replaced.len() + ok, 2000);
-    let bounds = Bounds::binomial(2000, 0.30, 3.0);
+    let bounds = Bounds::binomial(2000, 0.30, K_SD);
     println!("replaced {}/2000; {bounds}", replaced.len());
     assert!(
         bounds.contains(replaced.len() as u64),
@@ -601,12 +601,8 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
 async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     let bed = Bed::builder().plugin(shipped("fault")?).start().await?;
     let http = bed.http();
-    assert!(
-        statuses(&http, "/api/invoices", 100, &[])
-            .await
-            .iter()
-            .all(|s| *s == 200)
-    );
+    let undrilled = statuses(&http, "/api/invoices", 100, &[]).await;
+    assert!(undrilled.iter().all(|s| *s == 200), "{undrilled:?}");
     let drilled = statuses(
         &http,
         "/api/invoices",
@@ -615,7 +611,7 @@ async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     )
     .await;
     let aborted = drilled.iter().filter(|s| **s == 503).count() as u64;
-    let bounds = Bounds::binomial(400, 0.5, 3.0);
+    let bounds = Bounds::binomial(400, 0.5, K_SD);
     assert!(bounds.contains(aborted), "{aborted}: {bounds}");
     Ok(())
 }

@@ -579,7 +579,8 @@ async fn users_outside_the_experiment_get_the_weighted_canary(mesh: &Running) ->
             v2 += 1;
         }
     }
-    let bounds = meshwright_testbed::load::Bounds::binomial(400, 0.05, 3.0);
+    let bounds =
+        meshwright_testbed::load::Bounds::binomial(400, 0.05, meshwright_testbed::load::K_SD);
     eprintln!("canary: {v2} of 400 requests of users outside the experiment went to v2 ({bounds})");
     assert!(bounds.contains(v2), "{v2} of 400 to v2: {bounds}");
     for user in in_v2 {
