@@ -143,7 +143,7 @@ pub struct TokenCall {
     pub body: String,
 }
 
-/// The UserInfo step of a login.
+/// The UserInfo step of a login or a refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Userinfo<'a> {
     /// Not called: ask for the call if the ID token lacks a claim the config uses.
@@ -163,6 +163,15 @@ pub enum LoginStep {
         reply: Reply,
         missing_claims: Vec<String>,
     },
+    /// Call the UserInfo endpoint (GET), then finish with its answer.
+    Userinfo(TokenCall),
+}
+
+/// What completing a refresh needs next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshStep {
+    /// The refreshed session.
+    Done(Session),
     /// Call the UserInfo endpoint (GET), then finish with its answer.
     Userinfo(TokenCall),
 }
@@ -1025,33 +1034,12 @@ impl Gate<'_> {
         match userinfo {
             Userinfo::Skip => {}
             Userinfo::NotYet => {
-                if let (false, Some(ep)) = (
-                    self.missing(&claims).is_empty(),
-                    self.discovery.and_then(|d| d.userinfo_endpoint.as_ref()),
-                ) {
-                    return Ok(LoginStep::Userinfo(TokenCall {
-                        authority: ep.authority.clone(),
-                        path: ep.path.clone(),
-                        headers: vec![
-                            (
-                                "authorization".into(),
-                                format!("Bearer {}", tokens.access_token),
-                            ),
-                            ("accept".into(), "application/json".into()),
-                        ],
-                        body: String::new(),
-                    }));
+                if let Some(call) = self.userinfo_call(&claims, tokens) {
+                    return Ok(LoginStep::Userinfo(call));
                 }
             }
             Userinfo::Answer { status, body } => {
-                if let Some(info) = parse_userinfo(status, body) {
-                    if info.get("sub").and_then(Value::as_str) != Some(verified.sub.as_str()) {
-                        return Err(Failure::Userinfo);
-                    }
-                    for (k, v) in self.kept(&info) {
-                        claims.entry(k).or_insert(v);
-                    }
-                }
+                self.add_userinfo(&mut claims, &verified.sub, status, body)?;
             }
         }
         let missing_claims = self.missing(&claims);
@@ -1097,6 +1085,48 @@ impl Gate<'_> {
         })
     }
 
+    /// The UserInfo call (GET, with the access token) when `claims` lacks a claim the config uses
+    /// and the IdP has a UserInfo endpoint.
+    fn userinfo_call(&self, claims: &Map<String, Value>, tokens: &TokenSet) -> Option<TokenCall> {
+        let ep = self.discovery?.userinfo_endpoint.as_ref()?;
+        if self.missing(claims).is_empty() {
+            return None;
+        }
+        Some(TokenCall {
+            authority: ep.authority.clone(),
+            path: ep.path.clone(),
+            headers: vec![
+                (
+                    "authorization".into(),
+                    format!("Bearer {}", tokens.access_token),
+                ),
+                ("accept".into(), "application/json".into()),
+            ],
+            body: String::new(),
+        })
+    }
+
+    /// Adds a UserInfo answer's claims to those `claims` lacks. An answer about another subject
+    /// than `sub` is refused (OIDC Core §5.3.4); one that is not a JSON object adds nothing.
+    fn add_userinfo(
+        &self,
+        claims: &mut Map<String, Value>,
+        sub: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), Failure> {
+        let Some(info) = parse_userinfo(status, body) else {
+            return Ok(());
+        };
+        if info.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(Failure::Userinfo);
+        }
+        for (k, v) in self.kept(&info) {
+            claims.entry(k).or_insert(v);
+        }
+        Ok(())
+    }
+
     /// The claims the config uses that `claims` lacks (`sub` is the session's own).
     fn missing(&self, claims: &Map<String, Value>) -> Vec<String> {
         self.cfg
@@ -1107,14 +1137,34 @@ impl Gate<'_> {
             .collect()
     }
 
-    /// The refreshed session, from the token endpoint's answer to a refresh grant.
+    /// The refreshed session, from the token endpoint's answer to a refresh grant, without a
+    /// UserInfo call (claims the new ID token lacks are the session's).
     pub fn finish_refresh(
         &self,
         old: &Session,
         tokens: &TokenSet,
         now_s: u64,
     ) -> Result<Session, Failure> {
-        let mut claims = old.claims.clone();
+        match self.finish_refresh_with(old, tokens, Userinfo::Skip, now_s)? {
+            RefreshStep::Done(session) => Ok(session),
+            RefreshStep::Userinfo(_) => Err(Failure::TokenResponse),
+        }
+    }
+
+    /// [`Gate::finish_refresh`], with the UserInfo step as at login: when the refresh response's
+    /// ID token (or its absence) leaves out a claim the config uses and the IdP has a UserInfo
+    /// endpoint, the first call (`Userinfo::NotYet`) asks for that call with the new access
+    /// token; the second brings its answer. Its claims are current: they replace the session's,
+    /// which stay only for claims neither the new ID token nor UserInfo has (OIDC Core §12.2).
+    /// An answer about another subject ends the refresh; an unusable one keeps the claims.
+    pub fn finish_refresh_with(
+        &self,
+        old: &Session,
+        tokens: &TokenSet,
+        userinfo: Userinfo<'_>,
+        now_s: u64,
+    ) -> Result<RefreshStep, Failure> {
+        let mut fresh = Map::new();
         let mut exp = now_s.saturating_add(tokens.expires_in.unwrap_or(0));
         if let Some(id_token) = &tokens.id_token {
             let jwks = self.jwks.ok_or(Failure::JwksUnavailable)?;
@@ -1129,17 +1179,27 @@ impl Gate<'_> {
             if v.sub != old.sub {
                 return Err(Failure::IdToken);
             }
-            // The new ID token's claims; those it leaves out (UserInfo's, at login) are kept.
-            let mut fresh = self.kept(&v.claims);
-            for (k, v) in claims {
-                fresh.entry(k).or_insert(v);
-            }
-            claims = fresh;
+            fresh = self.kept(&v.claims);
             exp = v.exp_s;
         } else if self.cfg.forward_token == ForwardToken::IdToken {
             return Err(Failure::TokenResponse);
         }
-        Ok(Session {
+        match userinfo {
+            Userinfo::Skip => {}
+            Userinfo::NotYet => {
+                if let Some(call) = self.userinfo_call(&fresh, tokens) {
+                    return Ok(RefreshStep::Userinfo(call));
+                }
+            }
+            Userinfo::Answer { status, body } => {
+                self.add_userinfo(&mut fresh, &old.sub, status, body)?;
+            }
+        }
+        let mut claims = fresh;
+        for (k, v) in &old.claims {
+            claims.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Ok(RefreshStep::Done(Session {
             id: old.id.clone(),
             generation: old.generation.saturating_add(1),
             sub: old.sub.clone(),
@@ -1151,7 +1211,7 @@ impl Gate<'_> {
                 .clone()
                 .or_else(|| old.refresh_token.clone()),
             expires: old.expires,
-        })
+        }))
     }
 
     /// Seals a session into Set-Cookie headers.

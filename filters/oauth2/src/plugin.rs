@@ -22,7 +22,7 @@ use crate::cache::SessionCache;
 use crate::config::OAuth2Config;
 use crate::flow::{
     self, Claim, Decision, Entropy, Failure, Forward, Gate, LoginStep, Outcome, RefreshSlots,
-    Reply, TokenCall, Userinfo,
+    RefreshStep, Reply, TokenCall, Userinfo,
 };
 use crate::generations;
 use crate::idp::{self, Discovery, Jwks};
@@ -161,9 +161,7 @@ enum Pending {
     /// A refresh grant succeeded but its ID token's key is unknown: the JWKS is being fetched.
     RefreshNeedsKeys {
         token: u32,
-        session: Session,
-        fallback: Option<Forward>,
-        headers: HeaderList,
+        refreshed: Refreshed,
         tokens: flow::TokenSet,
     },
     Refresh {
@@ -171,6 +169,13 @@ enum Pending {
         session: Session,
         fallback: Option<Forward>,
         headers: HeaderList,
+    },
+    /// A refresh grant succeeded and its ID token lacks a claim the config uses: the refresh
+    /// waits for the UserInfo endpoint.
+    RefreshUserinfo {
+        token: u32,
+        refreshed: Refreshed,
+        tokens: flow::TokenSet,
     },
 }
 
@@ -871,14 +876,7 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
             tokens,
             ..
         } => {
-            rt.inc("userinfo_fetches");
-            let status = status.unwrap_or(0);
-            if flow::parse_userinfo(status, &body).is_none() {
-                rt.inc("userinfo_failures");
-                log::warn!(
-                    "UserInfo answered status {status} without a JSON object: going on without its claims"
-                );
-            }
+            let status = userinfo_answered(&rt, status, &body);
             complete_login(
                 vm,
                 &rt,
@@ -911,25 +909,39 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
                 headers,
                 status,
             };
-            complete_refresh(vm, &rt, id, r, tokens, now, true);
+            complete_refresh(vm, &rt, id, r, tokens, Userinfo::NotYet, now, true);
         }
         Pending::RefreshNeedsKeys {
-            session,
-            fallback,
-            headers,
-            tokens,
-            ..
+            refreshed, tokens, ..
         } => {
             take_jwks(vm, &rt, status, &body);
-            let r = Refreshed {
-                old: session,
-                fallback,
-                headers,
-                status: Some(200),
+            let u = Userinfo::NotYet;
+            complete_refresh(vm, &rt, id, refreshed, Ok(tokens), u, now, false);
+        }
+        Pending::RefreshUserinfo {
+            refreshed, tokens, ..
+        } => {
+            let status = userinfo_answered(&rt, status, &body);
+            let answer = Userinfo::Answer {
+                status,
+                body: &body,
             };
-            complete_refresh(vm, &rt, id, r, Ok(tokens), now, false);
+            complete_refresh(vm, &rt, id, refreshed, Ok(tokens), answer, now, false);
         }
     }
+}
+
+/// Counts a UserInfo answer (and an unusable one, logged); returns its status (0: none).
+fn userinfo_answered(rt: &Runtime, status: Option<u16>, body: &[u8]) -> u16 {
+    rt.inc("userinfo_fetches");
+    let status = status.unwrap_or(0);
+    if flow::parse_userinfo(status, body).is_none() {
+        rt.inc("userinfo_failures");
+        log::warn!(
+            "UserInfo answered status {status} without a JSON object: going on without its claims"
+        );
+    }
+    status
 }
 
 impl Pending {
@@ -939,6 +951,7 @@ impl Pending {
             | Self::ExchangeNeedsKeys { token, .. }
             | Self::RefreshNeedsKeys { token, .. }
             | Self::Userinfo { token, .. }
+            | Self::RefreshUserinfo { token, .. }
             | Self::Refresh { token, .. } => *token,
         }
     }
@@ -1095,65 +1108,82 @@ struct Refreshed {
     status: Option<u16>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn complete_refresh(
     vm: &Vm,
     rt: &Runtime,
     id: u32,
     r: Refreshed,
     tokens: Result<flow::TokenSet, Failure>,
+    userinfo: Userinfo<'_>,
     now: u64,
     may_refetch: bool,
 ) {
+    let idp = vm.idp.borrow().snapshot();
+    let gate = rt.gate(&idp);
+    let now_s = now / 1000;
+    let step = match tokens {
+        Ok(tokens) => match gate.finish_refresh_with(&r.old, &tokens, userinfo, now_s) {
+            // A rotated signing key on a successful refresh: the grant is spent (the IdP may
+            // have rotated the refresh token too), so fetch the keys and verify these tokens
+            // again rather than fail and refresh once more with a consumed token.
+            Err(Failure::UnknownKey) if may_refetch => match refetch_jwks(vm, rt, &idp, now) {
+                Some(token) => {
+                    let p = Pending::RefreshNeedsKeys {
+                        token,
+                        refreshed: r,
+                        tokens,
+                    };
+                    vm.pending.borrow_mut().insert(id, p);
+                    return;
+                }
+                None => Err(Failure::UnknownKey),
+            },
+            Ok(RefreshStep::Userinfo(call)) => match request_idp(&rt.cfg, "GET", &call) {
+                Ok(token) => {
+                    let p = Pending::RefreshUserinfo {
+                        token,
+                        refreshed: r,
+                        tokens,
+                    };
+                    vm.pending.borrow_mut().insert(id, p);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("UserInfo call failed to start: {e}");
+                    rt.inc("userinfo_failures");
+                    let (t, u) = (Ok(tokens), Userinfo::Skip);
+                    return complete_refresh(vm, rt, id, r, t, u, now, may_refetch);
+                }
+            },
+            Ok(RefreshStep::Done(session)) => Ok(session),
+            Err(f) => Err(f),
+        },
+        Err(f) => Err(f),
+    };
     let Refreshed {
         old,
         fallback,
         headers,
         status,
     } = r;
-    let idp = vm.idp.borrow().snapshot();
-    let gate = rt.gate(&idp);
-    let now_s = now / 1000;
     let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
         .unwrap_or("")
         .to_owned();
-    // A rotated signing key on a successful refresh: the grant is spent (the IdP may have
-    // rotated the refresh token too), so fetch the keys and verify these tokens again rather
-    // than fail and refresh once more with a consumed token.
-    if may_refetch
-        && let Ok(t) = &tokens
-        && gate.finish_refresh(&old, t, now_s) == Err(Failure::UnknownKey)
-        && let Some(token) = refetch_jwks(vm, rt, &idp, now)
-    {
-        if let Ok(tokens) = tokens {
-            vm.pending.borrow_mut().insert(
-                id,
-                Pending::RefreshNeedsKeys {
-                    token,
-                    session: old,
-                    fallback,
-                    headers,
-                    tokens,
-                },
-            );
-        }
-        return;
-    }
-    let refreshed = tokens
-        .and_then(|t| gate.finish_refresh(&old, &t, now_s))
-        .and_then(|s| {
-            let sealed = gate
-                .seal_session(&s, &mut HostEntropy)
-                .ok_or(Failure::SessionTooLarge)?;
-            let cookies = crate::session::session_cookies(
-                &rt.names,
-                &sealed,
-                &rt.cfg.cookie,
-                s.expires.saturating_sub(now_s),
-                Some(&cookie),
-            )
+    let refreshed = step.and_then(|s| {
+        let sealed = gate
+            .seal_session(&s, &mut HostEntropy)
             .ok_or(Failure::SessionTooLarge)?;
-            Ok((s, sealed, cookies))
-        });
+        let cookies = crate::session::session_cookies(
+            &rt.names,
+            &sealed,
+            &rt.cfg.cookie,
+            s.expires.saturating_sub(now_s),
+            Some(&cookie),
+        )
+        .ok_or(Failure::SessionTooLarge)?;
+        Ok((s, sealed, cookies))
+    });
     match refreshed {
         Ok((session, sealed, cookies)) => {
             SharedSlots.complete(&session.id, &sealed, now);

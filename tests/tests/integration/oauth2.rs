@@ -757,6 +757,11 @@ async fn a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_onc
         .to_owned();
     assert_ne!(token0, token1, "a new token upstream");
     assert_eq!(gw.idp.grants("authorization_code"), 1, "no second login");
+    // The refreshed ID token has no email either (OIDC Core §5.4): the refresh asked UserInfo
+    // again, once, and the session still forwards the claim.
+    assert_eq!(echoed(&r)?["headers"]["x-user-email"], "alice@example.com");
+    assert_eq!(gw.stat("userinfo_fetches").await?, 2, "login and refresh");
+    assert_eq!(gw.stat("userinfo_failures").await?, 0);
     Ok(())
 }
 

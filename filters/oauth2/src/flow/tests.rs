@@ -1159,6 +1159,102 @@ fn a_userinfo_answer_about_someone_else_ends_the_login() {
 }
 
 #[test]
+fn a_refresh_takes_current_claims_from_userinfo_when_the_id_token_lacks_them() {
+    let mut w = world_with(|c| c["forward"]["token"] = "access_token".into());
+    let (txn, name, tokens, cookie) = login_with_bare_id_token(&mut w);
+    let info = br#"{"sub":"alice","email":"alice@example.com","groups":["customers"]}"#;
+    let answer = Userinfo::Answer {
+        status: 200,
+        body: info,
+    };
+    let step = w
+        .gate()
+        .finish_login_with(
+            &txn,
+            &name,
+            &tokens,
+            answer,
+            &cookie,
+            NOW_S,
+            &mut Counter(2),
+        )
+        .unwrap();
+    let LoginStep::Done { reply, .. } = step else {
+        panic!("{step:?}")
+    };
+    let cookies = cookies_of(&reply).join("; ");
+    let at = NOW_S + 290;
+    let Decision::Refresh { session, .. } = w.decide_at(&api("/a", &cookies), at) else {
+        panic!("no refresh")
+    };
+    // A refresh response without an ID token: UserInfo is asked, with the new access token.
+    let refreshed = TokenSet {
+        access_token: "at-2".into(),
+        id_token: None,
+        refresh_token: Some("rt-2".into()),
+        expires_in: Some(300),
+    };
+    let g = w.gate();
+    let step = g
+        .finish_refresh_with(&session, &refreshed, Userinfo::NotYet, at)
+        .unwrap();
+    let RefreshStep::Userinfo(call) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(call.path, "/me");
+    assert!(
+        call.headers
+            .contains(&("authorization".into(), "Bearer at-2".into())),
+        "{:?}",
+        call.headers
+    );
+    // Its answer is current: a changed email replaces the session's; a claim it leaves out stays.
+    let changed = Userinfo::Answer {
+        status: 200,
+        body: br#"{"sub":"alice","email":"alice@new.example"}"#,
+    };
+    let step = g
+        .finish_refresh_with(&session, &refreshed, changed, at)
+        .unwrap();
+    let RefreshStep::Done(new) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(new.claims["email"], "alice@new.example");
+    assert_eq!(new.claims["groups"], serde_json::json!(["customers"]));
+    assert_eq!(new.generation, session.generation + 1);
+    assert_eq!(new.token.as_deref(), Some("at-2"));
+    // An answer about someone else ends the refresh; an unusable one keeps the claims.
+    let other = Userinfo::Answer {
+        status: 200,
+        body: br#"{"sub":"mallory","email":"m@example.com"}"#,
+    };
+    assert_eq!(
+        g.finish_refresh_with(&session, &refreshed, other, at),
+        Err(Failure::Userinfo)
+    );
+    let unusable = Userinfo::Answer {
+        status: 503,
+        body: b"",
+    };
+    let step = g
+        .finish_refresh_with(&session, &refreshed, unusable, at)
+        .unwrap();
+    let RefreshStep::Done(kept) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(kept.claims, session.claims);
+    // A refresh whose ID token has every claim the config uses needs no UserInfo call.
+    let full = TokenSet {
+        id_token: Some(w.id_token(None, "alice", at + 300)),
+        ..refreshed
+    };
+    let step = g
+        .finish_refresh_with(&session, &full, Userinfo::NotYet, at)
+        .unwrap();
+    assert!(matches!(step, RefreshStep::Done(_)), "{step:?}");
+}
+
+#[test]
 fn a_cookie_whose_refresh_token_is_spent_never_refreshes_again() {
     let mut w = world();
     let cookies = w.login("/");
