@@ -214,6 +214,9 @@ pub struct DiscoverySpec {
     pub timeout_ms: Option<u32>,
     /// Fewest seconds between two JWKS fetches caused by an unknown `kid`.
     pub jwks_min_refetch_s: Option<u64>,
+    /// Request-driven IdP calls (code exchanges, refreshes, UserInfo, on-demand JWKS) in flight
+    /// per worker; more are shed.
+    pub max_calls_in_flight: Option<usize>,
 }
 
 /// The validated configuration, built once per `on_configure`.
@@ -246,6 +249,7 @@ pub struct OAuth2Config {
     pub discovery_refresh_s: u64,
     pub call_timeout_ms: u32,
     pub jwks_min_refetch_s: u64,
+    pub max_calls_in_flight: usize,
     pub max_cookie_header_bytes: usize,
     /// Claims a session keeps (for claim headers and minting).
     pub kept_claims: Vec<String>,
@@ -516,6 +520,15 @@ impl OAuth2ConfigSpec {
                 jwks_min_refetch_s,
             ));
         }
+        let max_calls_in_flight = self.discovery.max_calls_in_flight.unwrap_or(64);
+        if !(1..=10_000).contains(&max_calls_in_flight) {
+            return Err(ConfigError::out_of_range(
+                df.key("max_calls_in_flight"),
+                1,
+                10_000,
+                max_calls_in_flight,
+            ));
+        }
         let max_cookie_header_bytes = self.max_cookie_header_bytes.unwrap_or(16 * 1024);
         if !(1024..=64 * 1024).contains(&max_cookie_header_bytes) {
             return Err(ConfigError::out_of_range(
@@ -565,6 +578,7 @@ impl OAuth2ConfigSpec {
             discovery_refresh_s,
             call_timeout_ms,
             jwks_min_refetch_s,
+            max_calls_in_flight,
             max_cookie_header_bytes,
             kept_claims,
         })

@@ -608,6 +608,19 @@ fn apply(vm: &Vm, id: u32, f: Forward) {
     }
 }
 
+/// Whether this worker has as many request-driven IdP calls in flight as it may.
+fn calls_full(vm: &Vm, rt: &Runtime) -> bool {
+    vm.pending.borrow().len() >= rt.cfg.max_calls_in_flight
+}
+
+/// A login or refresh shed because the worker's IdP calls are all in flight: retry shortly.
+fn reply_busy() -> Reply {
+    let mut r = reply_503("identity_provider_busy");
+    r.headers.push(("retry-after".into(), "1".into()));
+    r.headers.push(("cache-control".into(), "no-store".into()));
+    r
+}
+
 fn reply_503(why: &str) -> Reply {
     Reply {
         status: 503,
@@ -663,6 +676,33 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                 _ => {
                     rt.inc("idp_wait_timeouts");
                     let _ = send(&reply_503("identity_provider_unavailable"));
+                    Action::Pause
+                }
+            }
+        }
+        Decision::Exchange { .. } | Decision::Refresh { .. } if calls_full(vm, &rt) => {
+            // More of this worker's requests wait for the IdP than it may have calls in flight
+            // (a burst of callbacks, forged or not): shed this one before it spends its login
+            // state or refresh slot. A refresh goes on with the still-valid token.
+            rt.inc("idp_calls_shed");
+            match decision {
+                Decision::Refresh {
+                    session,
+                    fallback: Some(f),
+                    ..
+                } => {
+                    SharedSlots.release(&session.id);
+                    rt.count(Outcome::Authenticated);
+                    apply(vm, id, f);
+                    Action::Continue
+                }
+                Decision::Refresh { session, .. } => {
+                    SharedSlots.release(&session.id);
+                    let _ = send(&reply_busy());
+                    Action::Pause
+                }
+                _ => {
+                    let _ = send(&reply_busy());
                     Action::Pause
                 }
             }

@@ -26,6 +26,7 @@ pub const COUNTERS: &[&str] = &[
     "refreshes_adopted",
     "idp_waits",
     "idp_wait_timeouts",
+    "idp_calls_shed",
     "discovery_fetches",
     "discovery_failures",
     "jwks_fetches",

@@ -26,6 +26,8 @@ struct Gateway {
     idp: Idp,
     base: String,
     port: u16,
+    /// The faulty proxy in front of the IdP, if any.
+    _idp_proxy: Option<Bed>,
 }
 
 struct Setup {
@@ -33,8 +35,8 @@ struct Setup {
     config: Value,
     keys: &'static str,
     start_idp: bool,
-    /// Send the filter's IdP calls here instead of straight to the IdP (a faulty proxy).
-    idp_via: Option<std::net::SocketAddr>,
+    /// Send the filter's IdP calls through an Envoy whose fault filter has this rule.
+    idp_fault: Option<Value>,
 }
 
 impl Default for Setup {
@@ -44,7 +46,7 @@ impl Default for Setup {
             config: json!({}),
             keys: KEYS_A,
             start_idp: true,
-            idp_via: None,
+            idp_fault: None,
         }
     }
 }
@@ -85,9 +87,14 @@ impl Setup {
         if self.start_idp {
             idp.start().await?;
         }
-        let idp_addr = self
-            .idp_via
-            .unwrap_or_else(|| format!("127.0.0.1:{idp_port}").parse().unwrap());
+        let proxy = match self.idp_fault {
+            Some(rule) => Some(faulty_idp_proxy(idp_port, rule).await?),
+            None => None,
+        };
+        let idp_addr = match &proxy {
+            Some(p) => p.addr(),
+            None => format!("127.0.0.1:{idp_port}").parse()?,
+        };
         let builder: BedBuilder = Bed::builder()
             .plugin(plugin(&idp.issuer, &self.config))
             .overlay(overlay())
@@ -101,6 +108,7 @@ impl Setup {
             idp,
             base,
             port,
+            _idp_proxy: proxy,
         })
     }
 }
@@ -265,6 +273,63 @@ async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
         .count();
     assert!((1..=2).contains(&calls), "token-endpoint calls: {calls} (2 workers)");
     assert!(gw.stat("callbacks_rejected").await? >= 28);
+    Ok(())
+}
+
+/// A burst of callbacks, each with its own genuine login cookie and state (forged codes), while
+/// the token endpoint is slow: each worker has at most `discovery.max_calls_in_flight` (here 1)
+/// token calls in flight; the others are shed with 503 and `Retry-After` before they spend their
+/// login state, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight() -> Result<()> {
+    let gw = Setup {
+        idp_fault: Some(json!({"name": "slow-token", "match": {"path": {"prefix": "/token"}}, "delay": {"fixed_ms": 1500, "percentage": 100}})),
+        config: json!({"discovery": {"max_calls_in_flight": 1}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let n = 12;
+    let mut callbacks = Vec::new();
+    for i in 0..n {
+        let agent = Agent::new();
+        let r = agent
+            .send(hyper::Method::GET, &gw.url("/"), &[("accept", "text/html")], None)
+            .await?;
+        let location = url::Url::parse(r.header("location").context("login redirect")?)?;
+        let state = location
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .context("state")?;
+        let mut cb = url::Url::parse(&gw.url("/oauth2/callback"))?;
+        cb.query_pairs_mut()
+            .append_pair("code", &format!("forged-{i}"))
+            .append_pair("state", &state)
+            .append_pair("iss", &gw.idp.issuer);
+        callbacks.push((agent, cb.to_string()));
+    }
+    let mut burst = tokio::task::JoinSet::new();
+    for (agent, cb) in callbacks {
+        burst.spawn(async move { agent.get(&cb).await.map(|r| (r.status, r.header("retry-after").map(str::to_owned))) });
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = burst.join_next().await {
+        answers.push(a??);
+    }
+    let shed = answers
+        .iter()
+        .filter(|(s, retry)| *s == 503 && retry.as_deref() == Some("1"))
+        .count() as u64;
+    let calls = gw
+        .idp
+        .output()
+        .iter()
+        .filter(|l| l.starts_with("token-error authorization_code"))
+        .count() as u64;
+    assert!((1..=2).contains(&calls), "token calls: {calls} (2 workers, 1 each): {answers:?}");
+    assert_eq!(shed + calls, n, "every callback was either called or shed: {answers:?}");
+    assert_eq!(gw.stat("idp_calls_shed").await?, shed);
     Ok(())
 }
 
@@ -907,29 +972,14 @@ async fn faulty_idp_proxy(idp_port: u16, rule: Value) -> Result<Bed> {
 }
 
 async fn login_fails_with(rule: Value, reason: &str) -> Result<()> {
-    let idp_port = free_port()?;
-    let proxy = faulty_idp_proxy(idp_port, rule).await?;
-    // Reuse the reserved port for the IdP by building the setup around it.
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let mut idp = Idp::new(
-        idp_port,
-        IdpOptions {
-            redirect_uris: vec![format!("{base}/oauth2/callback")],
-            ..IdpOptions::default()
-        },
-    );
-    idp.start().await?;
-    let bed = Bed::builder()
-        .plugin(plugin(&idp.issuer, &json!({})))
-        .overlay(overlay())
-        .workload(gateway_labels(), WorkloadMode::Client, 8080)
-        .listener_port(port)
-        .extra_cluster(Cluster::new("idp", &[proxy.addr()]))
-        .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", KEYS_A)
-        .start()
-        .await?;
-    let (_, page) = login_via_idp(&Agent::new(), &format!("{base}/"), "alice").await?;
+    let gw = Setup {
+        idp_fault: Some(rule),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let bed = &gw.bed;
+    let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
     assert!(
         matches!(page.status, 401 | 502),
         "{} {}",
@@ -945,7 +995,7 @@ async fn login_fails_with(rule: Value, reason: &str) -> Result<()> {
             .await?,
         1
     );
-    assert!(statuses_ok(&bed).await);
+    assert!(statuses_ok(bed).await);
     Ok(())
 }
 
@@ -968,26 +1018,15 @@ async fn a_token_endpoint_answering_garbage_fails_the_login_cleanly() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
-    let idp_port = free_port()?;
-    let proxy = faulty_idp_proxy(idp_port, json!({"name": "jwks-down", "match": {"path": {"prefix": "/jwks"}}, "abort": {"http_status": 503, "percentage": 100}})).await?;
-    let port = free_port()?;
-    let mut idp = Idp::new(idp_port, IdpOptions::default());
-    idp.start().await?;
-    let bed = Bed::builder()
-        .plugin(plugin(
-            &idp.issuer,
-            &json!({"discovery": {"wait_ms": 1500}}),
-        ))
-        .overlay(overlay())
-        .workload(gateway_labels(), WorkloadMode::Client, 8080)
-        .listener_port(port)
-        .extra_cluster(Cluster::new("idp", &[proxy.addr()]))
-        .env("MESHWRIGHT_OAUTH2_COOKIE_KEYS", KEYS_A)
-        .start()
-        .await?;
-    let r = Agent::new()
-        .get(&format!("http://127.0.0.1:{port}/"))
-        .await?;
+    let gw = Setup {
+        idp_fault: Some(json!({"name": "jwks-down", "match": {"path": {"prefix": "/jwks"}}, "abort": {"http_status": 503, "percentage": 100}})),
+        config: json!({"discovery": {"wait_ms": 1500}}),
+        ..Setup::default()
+    }
+    .start()
+    .await?;
+    let bed = &gw.bed;
+    let r = Agent::new().get(&gw.url("/")).await?;
     assert_eq!(r.status, 503);
     assert!(
         bed.envoy
@@ -995,7 +1034,7 @@ async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
             .await?
             >= 1
     );
-    assert!(statuses_ok(&bed).await, "Envoy and the filter keep serving");
+    assert!(statuses_ok(bed).await, "Envoy and the filter keep serving");
     Ok(())
 }
 

@@ -894,6 +894,10 @@ fn bad_configs_name_the_field() {
         bad(&|c| c["forward"]["claim_headers"]["cookie"] = "sub".into()).field,
         "forward.claim_headers.cookie"
     );
+    assert_eq!(
+        bad(&|c| c["discovery"]["max_calls_in_flight"] = 0.into()).field,
+        "discovery.max_calls_in_flight"
+    );
 }
 
 #[cfg(not(target_arch = "wasm32"))]
