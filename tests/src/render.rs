@@ -145,6 +145,8 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// Istio turns this on: upstream requests carry `x-envoy-attempt-count`.
     pub include_request_attempt_count: bool,
+    /// The filter chain's downstream transport socket (e.g. the mesh's mTLS), if any.
+    pub transport_socket: Option<Value>,
 }
 
 impl Listener {
@@ -155,7 +157,14 @@ impl Listener {
             http_filters: Vec::new(),
             routes: Vec::new(),
             include_request_attempt_count: true,
+            transport_socket: None,
         }
+    }
+
+    /// Serves through `socket` (a `DownstreamTlsContext` transport socket).
+    pub fn transport_socket(mut self, socket: Value) -> Self {
+        self.transport_socket = Some(socket);
+        self
     }
 
     pub fn port(mut self, port: u16) -> Self {
@@ -209,7 +218,7 @@ impl Listener {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
         }));
-        json!({
+        let mut l = json!({
             "name": self.name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.port}},
             "filter_chains": [{"filters": [{
@@ -230,7 +239,11 @@ impl Listener {
                     "http_filters": filters,
                 }
             }]}],
-        })
+        });
+        if let Some(ts) = &self.transport_socket {
+            l["filter_chains"][0]["transport_socket"] = ts.clone();
+        }
+        l
     }
 }
 

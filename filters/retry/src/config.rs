@@ -52,6 +52,9 @@ pub struct RetryBudgetSpec {
     pub max_retries: Option<u32>,
     /// Server side: the reply to a shed retry.
     pub shed: Option<ShedSpec>,
+    /// Server side: one budget per calling identity (the peer's mTLS certificate) within each
+    /// destination, so one caller's retries cannot spend another's share.
+    pub per_caller: Option<bool>,
     /// How often settlements are flushed and budget gauges refreshed when idle.
     pub report_interval_ms: Option<u32>,
 }
@@ -78,6 +81,8 @@ pub struct RetryBudgetConfig {
     pub max_retries: u32,
     /// Server side.
     pub shed: Shed,
+    /// Server side: a budget per caller identity within each destination.
+    pub per_caller: bool,
     pub report_interval_ms: u32,
 }
 
@@ -191,6 +196,16 @@ impl RetryBudgetSpec {
             (_, Some(s)) => s.compile(&root.key("shed"))?,
             (_, None) => Shed::default(),
         };
+        let per_caller = match (self.side, self.per_caller) {
+            (Side::Client, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    root.key("per_caller"),
+                    "server side only (a client-side budget already belongs to one caller)",
+                ));
+            }
+            (Side::Client, None) => false,
+            (Side::Server, p) => p.unwrap_or(true),
+        };
         Ok(RetryBudgetConfig {
             side: self.side,
             dry_run: self.dry_run,
@@ -199,6 +214,7 @@ impl RetryBudgetSpec {
             max_destinations: max_destinations as usize,
             max_retries,
             shed,
+            per_caller,
             report_interval_ms,
         })
     }
@@ -294,6 +310,13 @@ mod tests {
         assert_eq!(s.shed, Shed::default());
         assert_eq!(s.shed.http_status, 429);
         assert_eq!(s.headers_read(), ["x-envoy-attempt-count"]);
+        assert!(
+            s.per_caller,
+            "the server side budgets each caller apart by default"
+        );
+        assert!(!c.per_caller);
+        let shared = RetryBudgetConfig::from_json(br#"{"side": "server", "per_caller": false}"#);
+        assert!(!shared.unwrap().per_caller);
     }
 
     #[test]
@@ -385,6 +408,10 @@ mod tests {
             "max_retries"
         );
         assert_eq!(err(r#"{"side":"client","shed":{}}"#).field, "shed");
+        assert_eq!(
+            err(r#"{"side":"client","per_caller":true}"#).field,
+            "per_caller"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const UNKNOWN: &str = "unknown";
 /// Destination that requests fall into once `max_destinations` distinct ones are tracked.
 pub const OVERFLOW: &str = "overflow";
 
+/// The caller of requests that arrive without a verified peer identity (plaintext, or mTLS
+/// without a URI SAN): they share one budget per destination.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
 /// Longest destination value kept as is; longer ones are shortened with a hash.
 pub const MAX_KEY_LEN: usize = 256;
 
@@ -99,6 +103,23 @@ pub fn normalize(raw: Option<&str>) -> String {
     shorten(&lower, MAX_KEY_LEN)
 }
 
+/// The budget key of one caller's share of a destination (server side, `per_caller`): the
+/// destination's key and the caller's mTLS identity — the first URI SAN of its client
+/// certificate, in Istio its SPIFFE ID `spiffe://<trust domain>/ns/<ns>/sa/<service account>`,
+/// which the caller cannot choose — or [`UNAUTHENTICATED`]. SPIFFE IDs are compared as they are
+/// (their path is case-sensitive); a longer one than [`MAX_KEY_LEN`] is shortened with a hash.
+pub fn caller_key(destination_key: &str, peer_uri_san: Option<&str>) -> String {
+    let caller = peer_uri_san
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .unwrap_or(UNAUTHENTICATED);
+    if caller.len() <= MAX_KEY_LEN {
+        format!("{destination_key} {caller}")
+    } else {
+        format!("{destination_key} {}", shorten(caller, MAX_KEY_LEN))
+    }
+}
+
 /// A stat-name segment for a destination key: lower-case `a-z`, `0-9`, `_`, `-`, every other
 /// character replaced by `_`; longer than [`MAX_STAT_LEN`] → a prefix plus a hash of the whole.
 pub fn stat_name(key: &str) -> String {
@@ -160,6 +181,27 @@ mod tests {
         assert_eq!(normalize(None), UNKNOWN);
         assert_eq!(normalize(Some("  ")), UNKNOWN);
         assert_eq!(stat_name(""), UNKNOWN);
+    }
+
+    #[test]
+    fn each_caller_identity_has_its_own_key_and_the_unauthenticated_share_one() {
+        let d = "inbound|8080||";
+        let store = caller_key(d, Some("spiffe://cluster.local/ns/ecommerce/sa/store"));
+        let noisy = caller_key(d, Some("spiffe://cluster.local/ns/ecommerce/sa/noisy"));
+        assert_ne!(store, noisy);
+        assert_eq!(
+            store,
+            "inbound|8080|| spiffe://cluster.local/ns/ecommerce/sa/store"
+        );
+        assert_ne!(
+            caller_key(d, Some("spiffe://cluster.local/ns/ecommerce/sa/Store")),
+            store,
+            "a SPIFFE path is case-sensitive"
+        );
+        assert_eq!(caller_key(d, None), caller_key(d, Some(" ")));
+        assert_eq!(caller_key(d, None), format!("{d} {UNAUTHENTICATED}"));
+        let long = format!("spiffe://cluster.local/ns/{}", "n".repeat(400));
+        assert!(caller_key(d, Some(&long)).len() <= d.len() + 1 + MAX_KEY_LEN);
     }
 
     #[test]

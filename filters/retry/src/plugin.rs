@@ -96,10 +96,12 @@ impl SideStats {
     }
 }
 
-/// One destination's budget as this VM knows it.
+/// One destination's budget (or, `per_caller`, one caller's share of it) as this VM knows it.
 struct Dest {
     /// Shared-data key.
     key: String,
+    /// The destination's stat-name segment (a destination's callers share its metrics).
+    stat_name: String,
     stats: DestStats,
     /// Settlements not yet written (client side).
     pending: RefCell<Adjustments>,
@@ -123,10 +125,13 @@ impl Runtime {
         }
     }
 
-    fn new_dest(&self, key: &str) -> Rc<Dest> {
+    /// The budget under `key`, whose metrics are destination `destination_key`'s.
+    fn new_dest(&self, key: &str, destination_key: &str) -> Rc<Dest> {
+        let stat_name = destination::stat_name(destination_key);
         Rc::new(Dest {
             key: shared_key(self.config.side, key),
-            stats: DestStats::define(self.config.side, &destination::stat_name(key)),
+            stats: DestStats::define(self.config.side, &stat_name),
+            stat_name,
             pending: RefCell::new(Adjustments::new()),
         })
     }
@@ -145,10 +150,23 @@ impl Runtime {
         }
     }
 
-    /// The budget a request belongs to: its destination's, or `overflow` once
-    /// `max_destinations` are tracked.
+    /// The caller's mTLS identity: the first URI SAN of the downstream peer's certificate.
+    fn read_caller(&self) -> Option<String> {
+        abi::property(&["connection", "uri_san_peer_certificate"])
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The budget a request belongs to: its destination's (`per_caller`: its caller's share of
+    /// it), or `overflow` once `max_destinations` budgets are tracked.
     fn destination(&self) -> Option<Rc<Dest>> {
-        let key = destination::normalize(self.read_destination().as_deref());
+        let destination_key = destination::normalize(self.read_destination().as_deref());
+        let key = if self.config.per_caller {
+            destination::caller_key(&destination_key, self.read_caller().as_deref())
+        } else {
+            destination_key.clone()
+        };
         {
             let dests = self.dests.try_borrow().ok()?;
             if let Some(d) = dests.get(&key) {
@@ -158,12 +176,12 @@ impl Runtime {
                 drop(dests);
                 self.stats.destinations_overflow.inc();
                 let mut overflow = self.overflow.try_borrow_mut().ok()?;
-                return Some(Rc::clone(
-                    overflow.get_or_insert_with(|| self.new_dest(destination::OVERFLOW)),
-                ));
+                return Some(Rc::clone(overflow.get_or_insert_with(|| {
+                    self.new_dest(destination::OVERFLOW, destination::OVERFLOW)
+                })));
             }
         }
-        let dest = self.new_dest(&key);
+        let dest = self.new_dest(&key, &destination_key);
         self.dests
             .try_borrow_mut()
             .ok()?
@@ -218,8 +236,10 @@ impl Runtime {
         }
     }
 
-    /// Writes pending settlements and refreshes every destination's budget gauge.
+    /// Writes pending settlements and refreshes every destination's budget gauge (`per_caller`:
+    /// the budget left to the destination's most spent caller).
     fn report(&self, now_ms: u64) {
+        let mut levels: HashMap<String, (Gauge, u32)> = HashMap::new();
         let mut all: Vec<Rc<Dest>> = self
             .dests
             .try_borrow()
@@ -244,8 +264,14 @@ impl Runtime {
                 }
             };
             if let Some(level) = level {
-                dest.stats.budget.set(u64::from(level));
+                let e = levels
+                    .entry(dest.stat_name.clone())
+                    .or_insert((dest.stats.budget, level));
+                e.1 = e.1.min(level);
             }
+        }
+        for (gauge, level) in levels.into_values() {
+            gauge.set(u64::from(level));
         }
     }
 }
@@ -273,7 +299,15 @@ impl Composable for RetryRoot {
             if config.side == Side::Client {
                 format!("max_retries={}", config.max_retries)
             } else {
-                format!("shed with HTTP {}", config.shed.http_status)
+                format!(
+                    "shed with HTTP {}{}",
+                    config.shed.http_status,
+                    if config.per_caller {
+                        ", a budget per caller"
+                    } else {
+                        ""
+                    }
+                )
             },
             if config.dry_run { ", DRY RUN" } else { "" },
         );

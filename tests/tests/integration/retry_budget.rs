@@ -785,6 +785,91 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     }
     Ok(())
 }
+
+/// The callee's inbound sidecar requires the mesh's mTLS; two callers' sidecars present their
+/// own SPIFFE certificates. One caller sends 400 requests that claim to be retries
+/// (`x-envoy-attempt-count: 2`, what a caller retrying everything sends): they spend its share of
+/// the callee's budget and are shed beyond it — and the other caller's genuine retry still passes.
+/// With `per_caller: false` the same run leaves the other caller's retry shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
+    use meshwright_testbed::mesh::authn::downstream_mtls;
+    use meshwright_testbed::mesh::certs::Ca;
+    use meshwright_testbed::mesh::clusters::{MutualTls, upstream_mtls};
+    let ca = Ca::new()?;
+    let spiffe = |sa: &str| format!("spiffe://cluster.local/ns/ecommerce/sa/{sa}");
+    let callee_id = ca.issue(&spiffe("product"))?;
+    let claimed = 400u64;
+    let mut other_callers_retry = Vec::new();
+    for per_caller in [true, false] {
+        let tls = downstream_mtls(&callee_id, &ca.pem());
+        let callee = Bed::builder()
+            .plugin(server_plugin(json!({"side": "server", "per_caller": per_caller})))
+            .routes(move |l| l.route(Route::to_cluster("/", "backend")).transport_socket(tls))
+            .start()
+            .await?;
+        // A caller's sidecar that passes the test's attempt count on (the router's own count
+        // is off) over mTLS with its workload's certificate.
+        let caller = |sa: &str| -> Result<BedBuilder> {
+            let id = ca.issue(&spiffe(sa))?;
+            let socket = upstream_mtls(&MutualTls {
+                client: &id,
+                ca_pem: &ca.pem(),
+                server_ids: vec![spiffe("product")],
+                sni: "outbound_.8080_._.product.ecommerce.svc.cluster.local".into(),
+            });
+            Ok(Bed::builder()
+                .workload(workload_labels(sa, "v1"), WorkloadMode::Client, 8081)
+                .routes(|mut l| {
+                    l.include_request_attempt_count = false;
+                    l.route(Route::to_cluster("/", "backend"))
+                })
+                .cluster(move |mut c| {
+                    c.extra["transport_socket"] = socket;
+                    c
+                }))
+        };
+        let noisy = caller("noisy")?.start_proxy(callee.addr()).await?;
+        let store = caller("store")?.start_proxy(callee.addr()).await?;
+        let retry = [("x-envoy-attempt-count", "2")];
+        let http = noisy.http("main");
+        let got = fan_out(claimed as usize, 8, move |i| {
+            let http = http.clone();
+            async move {
+                http.get(&format!("/api/products/{i}"), &retry)
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            }
+        })
+        .await;
+        let shed = got.iter().filter(|s| **s == 429).count() as u64;
+        let passed = got.iter().filter(|s| **s == 200).count() as u64;
+        eprintln!("per_caller {per_caller}: {passed} claimed retries passed, {shed} shed");
+        assert_eq!(shed + passed, claimed, "{got:?}");
+        // The floor: min_retries_per_second (10) × ttl (10 s) = 100 retries with no first
+        // attempts to add to it (a window spans 10 buckets; the first may have been partly spent).
+        assert!(
+            (90..=110).contains(&passed),
+            "per_caller {per_caller}: {passed} of {claimed} claimed retries passed"
+        );
+        let r = store
+            .http("main")
+            .get("/api/products/1", &retry)
+            .await?;
+        other_callers_retry.push(r.status);
+        let seen = callee.upstream.hits();
+        assert_eq!(seen, passed + u64::from(r.status == 200));
+        let d = dest(Side::Server);
+        assert_eq!(callee.envoy.stat(&d.retries_shed).await?, shed + u64::from(r.status == 429));
+    }
+    assert_eq!(
+        other_callers_retry,
+        [200, 429],
+        "the other caller's retry: per caller it is paid, with one budget for all it is shed"
+    );
+    Ok(())
+}
 }
 
 /// Re-measures the platform fact the gateway relies on: with `include_request_attempt_count`
