@@ -27,7 +27,7 @@ use crate::flow::{
 use crate::generations;
 use crate::idp::{self, Discovery, Jwks};
 use crate::session::{CookieNames, LoginTxn, Session, expire_all};
-use crate::stats;
+use crate::stats::{self, Stat};
 use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
 use meshwright_host::parked::Parked;
@@ -53,9 +53,12 @@ proxy_wasm::main! {{
 struct Runtime {
     cfg: OAuth2Config,
     names: CookieNames,
-    counters: HashMap<&'static str, Counter>,
-    login_failed: HashMap<&'static str, Counter>,
-    token_errors: HashMap<&'static str, Counter>,
+    /// Indexed by [`Stat`] (`as usize`).
+    counters: Vec<Counter>,
+    /// Indexed like [`Failure::ALL`].
+    login_failed: Vec<Counter>,
+    /// Indexed like [`flow::TOKEN_ERRORS`].
+    token_errors: Vec<Counter>,
 }
 
 impl Runtime {
@@ -69,14 +72,15 @@ impl Runtime {
         }
     }
 
-    fn inc(&self, name: &str) {
-        if let Some(c) = self.counters.get(name) {
+    fn inc(&self, stat: Stat) {
+        if let Some(c) = self.counters.get(stat as usize) {
             c.inc();
         }
     }
 
     fn failed(&self, f: Failure) {
-        if let Some(c) = self.login_failed.get(f.label()) {
+        let i = Failure::ALL.iter().position(|x| *x == f);
+        if let Some(c) = i.and_then(|i| self.login_failed.get(i)) {
             c.inc();
         }
     }
@@ -85,29 +89,16 @@ impl Runtime {
     fn token_refused(&self, grant: &str, status: Option<u16>, body: &[u8]) {
         let e = flow::token_error(status.unwrap_or(0), body);
         log::warn!("{grant} grant refused by the token endpoint: {e}");
-        if let Some(c) = self.token_errors.get(e.error) {
+        let i = flow::TOKEN_ERRORS.iter().position(|x| *x == e.error);
+        if let Some(c) = i.and_then(|i| self.token_errors.get(i)) {
             c.inc();
         }
     }
 
     fn count(&self, outcome: Outcome) {
-        if outcome == Outcome::RefreshAdopted {
-            self.inc("refreshes_adopted");
+        for s in stats::outcome_stats(outcome) {
+            self.inc(*s);
         }
-        self.inc(match outcome {
-            Outcome::Authenticated | Outcome::RefreshAdopted => "requests_authenticated",
-            Outcome::Bypassed => "requests_bypassed",
-            Outcome::BearerAccepted => "bearer_accepted",
-            Outcome::BearerRejected => "bearer_rejected",
-            Outcome::LoginStarted => "logins_started",
-            Outcome::Unauthenticated401 => "unauthenticated_401",
-            Outcome::InvalidSession => "sessions_invalid",
-            Outcome::ExpiredSession => "sessions_expired",
-            Outcome::CookieTooLarge => "cookie_too_large",
-            Outcome::CallbackRejected => "callbacks_rejected",
-            Outcome::Logout => "logouts",
-            Outcome::Callback | Outcome::Jwks | Outcome::BadRequest => return,
-        });
     }
 }
 
@@ -302,7 +293,7 @@ impl Context for OAuth2Root {
             let mut idp = self.vm.idp.borrow_mut();
             if idp.discovery_call == Some(token) {
                 idp.discovery_call = None;
-                rt.inc("discovery_fetches");
+                rt.inc(Stat::DiscoveryFetches);
                 match (status, idp::parse_discovery(&body, &rt.cfg.issuer)) {
                     (Some(200), Ok(d)) => {
                         log::info!("discovery loaded from {}", rt.cfg.issuer);
@@ -313,7 +304,7 @@ impl Context for OAuth2Root {
                         idp.next_jwks_ms = now;
                     }
                     (s, r) => {
-                        rt.inc("discovery_failures");
+                        rt.inc(Stat::DiscoveryFailures);
                         log::warn!(
                             "discovery from {} failed: status {s:?}, {:?}",
                             rt.cfg.issuer,
@@ -330,7 +321,7 @@ impl Context for OAuth2Root {
                 return;
             } else {
                 idp.jwks_call = None;
-                rt.inc("jwks_fetches");
+                rt.inc(Stat::JwksFetches);
                 match (status, idp::parse_jwks(&body)) {
                     (Some(200), Ok(j)) => {
                         log::info!("JWKS loaded: {j:?}");
@@ -339,7 +330,7 @@ impl Context for OAuth2Root {
                         idp.next_jwks_ms = now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
                     }
                     (s, r) => {
-                        rt.inc("jwks_failures");
+                        rt.inc(Stat::JwksFailures);
                         log::warn!("JWKS fetch failed: status {s:?}, {:?}", r.err());
                         idp.next_jwks_ms = now.saturating_add(backoff(&mut idp.failures));
                     }
@@ -404,9 +395,9 @@ impl OAuth2Root {
                     rt.cfg.idp_cluster
                 );
                 rt.inc(if want_discovery {
-                    "discovery_failures"
+                    Stat::DiscoveryFailures
                 } else {
-                    "jwks_failures"
+                    Stat::JwksFailures
                 });
                 let mut idp = self.vm.idp.borrow_mut();
                 let wait = backoff(&mut idp.failures);
@@ -430,7 +421,7 @@ impl OAuth2Root {
                 continue;
             }
             if now >= deadline {
-                rt.inc("idp_wait_timeouts");
+                rt.inc(Stat::IdpWaitTimeouts);
                 let _ = send(&reply_503("identity_provider_unavailable"));
             } else if matches!(process(id, &self.vm, Some(deadline)), Action::Continue) {
                 compose::continue_request(id);
@@ -485,17 +476,17 @@ impl Composable for OAuth2Root {
     fn configure(&mut self, config: &[u8]) -> Result<(), ConfigError> {
         let env = |name: &str| std::env::var(name).ok();
         let cfg = OAuth2Config::from_json(config, &env)?;
-        let counters = stats::COUNTERS
+        let counters = Stat::ALL
             .iter()
-            .map(|n| (*n, Counter::define(&stats::counter(n))))
+            .map(|s| Counter::define(&stats::counter(s.name())))
             .collect();
         let login_failed = Failure::ALL
-            .into_iter()
-            .map(|f| (f.label(), Counter::define(&stats::login_failed(f.label()))))
+            .iter()
+            .map(|f| Counter::define(&stats::login_failed(f.label())))
             .collect();
         let token_errors = flow::TOKEN_ERRORS
             .iter()
-            .map(|e| (*e, Counter::define(&stats::token_error(e))))
+            .map(|e| Counter::define(&stats::token_error(e)))
             .collect();
         log::info!(
             "configured: issuer {}, client {}, forwarding {:?}, cookie keys {}",
@@ -669,12 +660,12 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             match parked {
                 Some(p) if now < deadline && p.park(id, recheck, deadline) => {
                     if first {
-                        rt.inc("idp_waits");
+                        rt.inc(Stat::IdpWaits);
                     }
                     Action::Pause
                 }
                 _ => {
-                    rt.inc("idp_wait_timeouts");
+                    rt.inc(Stat::IdpWaitTimeouts);
                     let _ = send(&reply_503("identity_provider_unavailable"));
                     Action::Pause
                 }
@@ -684,7 +675,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             // More of this worker's requests wait for the IdP than it may have calls in flight
             // (a burst of callbacks, forged or not): shed this one before it spends its login
             // state or refresh slot. A refresh goes on with the still-valid token.
-            rt.inc("idp_calls_shed");
+            rt.inc(Stat::IdpCallsShed);
             match decision {
                 Decision::Refresh {
                     session,
@@ -720,7 +711,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             // A second callback for a login whose code was already exchanged (a replay, or
             // forged codes with a genuine login cookie): no second token-endpoint call.
             let _ = (call, login_cookie);
-            rt.inc("callbacks_rejected");
+            rt.inc(Stat::CallbacksRejected);
             log::info!("callback refused: this login's code exchange already happened");
             let _ = send(&Reply {
                 status: 400,
@@ -762,7 +753,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             fallback,
         } => match post(&rt.cfg, &call) {
             Ok(token) => {
-                rt.inc("refreshes");
+                rt.inc(Stat::Refreshes);
                 vm.pending.borrow_mut().insert(
                     id,
                     Pending::Refresh {
@@ -777,7 +768,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             Err(e) => {
                 log::warn!("refresh call failed to start: {e}");
                 SharedSlots.release(&session.id);
-                rt.inc("refresh_failures");
+                rt.inc(Stat::RefreshFailures);
                 match fallback {
                     Some(f) => {
                         apply(vm, id, f);
@@ -973,10 +964,10 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
 
 /// Counts a UserInfo answer (and an unusable one, logged); returns its status (0: none).
 fn userinfo_answered(rt: &Runtime, status: Option<u16>, body: &[u8]) -> u16 {
-    rt.inc("userinfo_fetches");
+    rt.inc(Stat::UserinfoFetches);
     let status = status.unwrap_or(0);
     if flow::parse_userinfo(status, body).is_none() {
-        rt.inc("userinfo_failures");
+        rt.inc(Stat::UserinfoFailures);
         log::warn!(
             "UserInfo answered status {status} without a JSON object: going on without its claims"
         );
@@ -1046,12 +1037,12 @@ fn complete_login(
             missing_claims,
         }) => {
             if !missing_claims.is_empty() {
-                rt.inc("claims_missing");
+                rt.inc(Stat::ClaimsMissing);
                 log::warn!(
                     "login of a session without the claims {missing_claims:?}: neither the ID token nor UserInfo has them (scopes? the IdP's claim mapping?)"
                 );
             }
-            rt.inc("logins_succeeded");
+            rt.inc(Stat::LoginsSucceeded);
             let _ = send(&reply);
         }
         Ok(LoginStep::Userinfo(call)) => match request_idp(&rt.cfg, "GET", &call) {
@@ -1069,7 +1060,7 @@ fn complete_login(
             }
             Err(e) => {
                 log::warn!("UserInfo call failed to start: {e}");
-                rt.inc("userinfo_failures");
+                rt.inc(Stat::UserinfoFailures);
                 complete_login(
                     vm,
                     rt,
@@ -1131,10 +1122,10 @@ fn refetch_jwks(vm: &Vm, rt: &Runtime, idp: &IdpSnapshot, now: u64) -> Option<u3
 /// Takes a JWKS answer (an on-demand fetch) as the IdP's current keys.
 fn take_jwks(vm: &Vm, rt: &Runtime, status: Option<u16>, body: &[u8]) {
     let mut idp = vm.idp.borrow_mut();
-    rt.inc("jwks_fetches");
+    rt.inc(Stat::JwksFetches);
     match (status, idp::parse_jwks(body)) {
         (Some(200), Ok(j)) => idp.jwks = Some(Rc::new(j)),
-        _ => rt.inc("jwks_failures"),
+        _ => rt.inc(Stat::JwksFailures),
     }
 }
 
@@ -1191,7 +1182,7 @@ fn complete_refresh(
                 }
                 Err(e) => {
                     log::warn!("UserInfo call failed to start: {e}");
-                    rt.inc("userinfo_failures");
+                    rt.inc(Stat::UserinfoFailures);
                     let (t, u) = (Ok(tokens), Userinfo::Skip);
                     return complete_refresh(vm, rt, id, r, t, u, now, may_refetch);
                 }
@@ -1241,7 +1232,7 @@ fn complete_refresh(
         }
         Err(f) => {
             SharedSlots.release(&old.id);
-            rt.inc("refresh_failures");
+            rt.inc(Stat::RefreshFailures);
             log::info!("refresh failed: {} ({})", f.label(), f.describe());
             // The IdP refused the refresh token (revoked, or rotated by another replica): it is
             // spent — no request of this proxy sends it again — and the session goes on while
