@@ -260,9 +260,120 @@ impl Jwks {
     }
 }
 
+/// Longest wait after failed fetches of the IdP's documents.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+
+/// Which document to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Discovery,
+    Jwks,
+}
+
+/// When the IdP's documents are fetched: discovery first, the JWKS right after it, both again
+/// every `refresh_ms`; after a failure the next try waits 1 s, doubling to at most
+/// [`MAX_BACKOFF_MS`], until a fetch succeeds. One fetch at a time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FetchSchedule {
+    next_discovery_ms: u64,
+    next_jwks_ms: u64,
+    failures: u32,
+}
+
+impl FetchSchedule {
+    /// The fetch due at `now_ms`, if any (none while one is in flight; the JWKS only once the
+    /// discovery document names it).
+    pub fn due(&self, now_ms: u64, have_discovery: bool, in_flight: bool) -> Option<Fetch> {
+        if in_flight {
+            None
+        } else if now_ms >= self.next_discovery_ms {
+            Some(Fetch::Discovery)
+        } else if have_discovery && now_ms >= self.next_jwks_ms {
+            Some(Fetch::Jwks)
+        } else {
+            None
+        }
+    }
+
+    /// A fetch of `what` succeeded.
+    pub fn loaded(&mut self, what: Fetch, now_ms: u64, refresh_ms: u64) {
+        self.failures = 0;
+        match what {
+            Fetch::Discovery => {
+                self.next_discovery_ms = now_ms.saturating_add(refresh_ms);
+                self.next_jwks_ms = now_ms;
+            }
+            Fetch::Jwks => self.next_jwks_ms = now_ms.saturating_add(refresh_ms),
+        }
+    }
+
+    /// A fetch of `what` failed (an answer that is not a usable document).
+    pub fn failed(&mut self, what: Fetch, now_ms: u64) {
+        let wait = self.backoff();
+        match what {
+            Fetch::Discovery => self.next_discovery_ms = now_ms.saturating_add(wait),
+            Fetch::Jwks => self.next_jwks_ms = now_ms.saturating_add(wait),
+        }
+    }
+
+    /// Envoy refused to make the call (no such cluster): both documents wait.
+    pub fn refused(&mut self, now_ms: u64) {
+        let wait = self.backoff();
+        self.next_discovery_ms = now_ms.saturating_add(wait);
+        self.next_jwks_ms = now_ms.saturating_add(wait);
+    }
+
+    fn backoff(&mut self) -> u64 {
+        self.failures = self.failures.saturating_add(1);
+        (500u64 << self.failures.min(6)).min(MAX_BACKOFF_MS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_fetched_in_order_refreshed_and_retried_with_backoff() {
+        let mut s = FetchSchedule::default();
+        assert_eq!(
+            s.due(0, false, false),
+            Some(Fetch::Discovery),
+            "at start-up"
+        );
+        assert_eq!(s.due(0, false, true), None, "one fetch at a time");
+        s.failed(Fetch::Discovery, 0);
+        assert_eq!(
+            s.due(999, false, false),
+            None,
+            "1 s after the first failure"
+        );
+        assert_eq!(s.due(1000, false, false), Some(Fetch::Discovery));
+        s.failed(Fetch::Discovery, 1000);
+        assert_eq!(s.due(2999, false, false), None, "then 2 s");
+        s.loaded(Fetch::Discovery, 3000, 3_600_000);
+        assert_eq!(
+            s.due(3000, true, false),
+            Some(Fetch::Jwks),
+            "the keys right after"
+        );
+        s.loaded(Fetch::Jwks, 3001, 3_600_000);
+        assert_eq!(s.due(3002, true, false), None);
+        assert_eq!(
+            s.due(3_603_000, true, false),
+            Some(Fetch::Discovery),
+            "refreshed"
+        );
+        for _ in 0..10 {
+            s.refused(5000);
+        }
+        assert_eq!(s.due(5000 + MAX_BACKOFF_MS - 1, true, false), None);
+        assert_eq!(
+            s.due(5000 + MAX_BACKOFF_MS, true, false),
+            Some(Fetch::Discovery),
+            "the backoff is capped"
+        );
+    }
     use crate::mint::tests::ES256_PEM;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

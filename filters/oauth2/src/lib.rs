@@ -15,6 +15,7 @@ pub mod mint;
 pub mod replay;
 pub mod seal;
 pub mod session;
+pub mod slots;
 pub mod stats;
 pub mod urls;
 

@@ -24,10 +24,10 @@ use crate::flow::{
     self, Claim, Decision, Entropy, Failure, Forward, Gate, LoginStep, Outcome, RefreshSlots,
     RefreshStep, Reply, TokenCall, Userinfo,
 };
-use crate::generations;
-use crate::idp::{self, Discovery, Jwks};
+use crate::idp::{self, Discovery, Fetch, Jwks};
 use crate::session::{CookieNames, LoginTxn, Session, expire_all};
 use crate::stats::{self, Stat};
+use crate::{generations, slots};
 use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
 use meshwright_host::parked::Parked;
@@ -39,9 +39,6 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-
-const REFRESH_SLOTS: u64 = 1024;
-const MAX_BACKOFF_MS: u64 = 30_000;
 
 #[cfg(feature = "entrypoint")]
 proxy_wasm::main! {{
@@ -109,9 +106,7 @@ struct IdpState {
     /// In-flight root calls.
     discovery_call: Option<u32>,
     jwks_call: Option<u32>,
-    next_discovery_ms: u64,
-    next_jwks_ms: u64,
-    failures: u32,
+    schedule: idp::FetchSchedule,
     /// When the last on-demand JWKS fetch (an unknown `kid`) started: those are rate-limited
     /// by `jwks_min_refetch_s`; the scheduled fetches are not counted.
     last_jwks_refetch_ms: u64,
@@ -201,36 +196,18 @@ impl Entropy for HostEntropy {
     }
 }
 
-/// Refresh slots in the proxy's shared data. Value: `<sid>|L|<until_ms>` (a refresh in flight)
-/// or `<sid>|D|<done_ms>|<sealed>` (done: the new session).
+/// Refresh slots and session generations in the proxy's shared data ([`slots`],
+/// [`generations`]).
 struct SharedSlots;
-
-fn slot_key(sid: &str) -> String {
-    let slot = meshwright_shared::hash::fnv1a64(sid.as_bytes()) % REFRESH_SLOTS;
-    format!("meshwright.oauth2.refresh.{slot}")
-}
 
 impl RefreshSlots for SharedSlots {
     fn claim(&mut self, sid: &str, now_ms: u64) -> Claim {
-        let lease_ms = 10_000;
-        let result = shared_data::update(&slot_key(sid), 8, |current| {
+        let result = shared_data::update(&slots::key(sid), 8, |current| {
             let text = current
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .unwrap_or("");
-            let mut parts = text.splitn(4, '|');
-            let (owner, state, at, sealed) =
-                (parts.next(), parts.next(), parts.next(), parts.next());
-            let at: u64 = at.and_then(|a| a.parse().ok()).unwrap_or(0);
-            match (owner == Some(sid), state) {
-                (_, Some("L")) if at > now_ms => (None, Claim::Busy),
-                (true, Some("D")) if now_ms < at.saturating_add(60_000) => {
-                    (None, Claim::Refreshed(sealed.unwrap_or("").to_owned()))
-                }
-                _ => (
-                    Some(format!("{sid}|L|{}", now_ms.saturating_add(lease_ms)).into_bytes()),
-                    Claim::Acquired,
-                ),
-            }
+            let (next, claim) = slots::claim(text, sid, now_ms);
+            (next.map(String::into_bytes), claim)
         });
         // Shared data unavailable or contended: refreshing without coordination is better than
         // not refreshing.
@@ -238,15 +215,12 @@ impl RefreshSlots for SharedSlots {
     }
 
     fn complete(&mut self, sid: &str, sealed: &str, now_ms: u64) {
-        let _ = abi::set_shared_data(
-            &slot_key(sid),
-            format!("{sid}|D|{now_ms}|{sealed}").as_bytes(),
-            0,
-        );
+        let value = slots::done(sid, sealed, now_ms);
+        let _ = abi::set_shared_data(&slots::key(sid), value.as_bytes(), 0);
     }
 
     fn release(&mut self, sid: &str) {
-        let _ = abi::set_shared_data(&slot_key(sid), b"", 0);
+        let _ = abi::set_shared_data(&slots::key(sid), b"", 0);
     }
 
     fn supersede(&mut self, sid: &str, generation: u32, until_s: u64, now_ms: u64) {
@@ -289,6 +263,7 @@ impl Context for OAuth2Root {
         let now = clock::now_ms();
         let status = call_status();
         let body = abi::http_call_response_body(body_size).unwrap_or_default();
+        let refresh_ms = rt.cfg.discovery_refresh_s * 1000;
         let ready = {
             let mut idp = self.vm.idp.borrow_mut();
             if idp.discovery_call == Some(token) {
@@ -298,10 +273,7 @@ impl Context for OAuth2Root {
                     (Some(200), Ok(d)) => {
                         log::info!("discovery loaded from {}", rt.cfg.issuer);
                         idp.discovery = Some(Rc::new(d));
-                        idp.failures = 0;
-                        idp.next_discovery_ms =
-                            now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
-                        idp.next_jwks_ms = now;
+                        idp.schedule.loaded(Fetch::Discovery, now, refresh_ms);
                     }
                     (s, r) => {
                         rt.inc(Stat::DiscoveryFailures);
@@ -310,7 +282,7 @@ impl Context for OAuth2Root {
                             rt.cfg.issuer,
                             r.err()
                         );
-                        idp.next_discovery_ms = now.saturating_add(backoff(&mut idp.failures));
+                        idp.schedule.failed(Fetch::Discovery, now);
                     }
                 }
             } else if idp.jwks_call != Some(token) {
@@ -326,13 +298,12 @@ impl Context for OAuth2Root {
                     (Some(200), Ok(j)) => {
                         log::info!("JWKS loaded: {j:?}");
                         idp.jwks = Some(Rc::new(j));
-                        idp.failures = 0;
-                        idp.next_jwks_ms = now.saturating_add(rt.cfg.discovery_refresh_s * 1000);
+                        idp.schedule.loaded(Fetch::Jwks, now, refresh_ms);
                     }
                     (s, r) => {
                         rt.inc(Stat::JwksFailures);
                         log::warn!("JWKS fetch failed: status {s:?}, {:?}", r.err());
-                        idp.next_jwks_ms = now.saturating_add(backoff(&mut idp.failures));
+                        idp.schedule.failed(Fetch::Jwks, now);
                     }
                 }
             }
@@ -345,45 +316,33 @@ impl Context for OAuth2Root {
     }
 }
 
-fn backoff(failures: &mut u32) -> u64 {
-    *failures = failures.saturating_add(1);
-    (500u64 << (*failures).min(6)).min(MAX_BACKOFF_MS)
-}
-
 impl OAuth2Root {
     /// Starts the discovery or JWKS fetch that is due.
     fn fetch_due(&self, now: u64) {
         let Some(rt) = self.vm.runtime.borrow().clone() else {
             return;
         };
-        let (want_discovery, want_jwks) = {
+        let (due, endpoint) = {
             let idp = self.vm.idp.borrow();
             let in_flight = idp.discovery_call.is_some() || idp.jwks_call.is_some();
-            (
-                !in_flight && now >= idp.next_discovery_ms,
-                !in_flight && idp.discovery.is_some() && now >= idp.next_jwks_ms,
-            )
-        };
-        let endpoint = if want_discovery {
-            idp::discovery_endpoint(&rt.cfg.issuer)
-        } else if want_jwks {
-            self.vm
-                .idp
-                .borrow()
-                .discovery
-                .as_ref()
-                .map(|d| d.jwks_uri.clone())
-        } else {
-            None
+            match idp.schedule.due(now, idp.discovery.is_some(), in_flight) {
+                Some(Fetch::Discovery) => {
+                    (Fetch::Discovery, idp::discovery_endpoint(&rt.cfg.issuer))
+                }
+                Some(Fetch::Jwks) => (
+                    Fetch::Jwks,
+                    idp.discovery.as_ref().map(|d| d.jwks_uri.clone()),
+                ),
+                None => return,
+            }
         };
         let Some(ep) = endpoint else { return };
         match get(&rt.cfg, &ep) {
             Ok(token) => {
                 let mut idp = self.vm.idp.borrow_mut();
-                if want_discovery {
-                    idp.discovery_call = Some(token);
-                } else {
-                    idp.jwks_call = Some(token);
+                match due {
+                    Fetch::Discovery => idp.discovery_call = Some(token),
+                    Fetch::Jwks => idp.jwks_call = Some(token),
                 }
             }
             Err(e) => {
@@ -394,15 +353,11 @@ impl OAuth2Root {
                     "cannot call the IdP: Envoy refused a call to cluster {:?} ({e}); does the cluster exist?",
                     rt.cfg.idp_cluster
                 );
-                rt.inc(if want_discovery {
-                    Stat::DiscoveryFailures
-                } else {
-                    Stat::JwksFailures
+                rt.inc(match due {
+                    Fetch::Discovery => Stat::DiscoveryFailures,
+                    Fetch::Jwks => Stat::JwksFailures,
                 });
-                let mut idp = self.vm.idp.borrow_mut();
-                let wait = backoff(&mut idp.failures);
-                idp.next_discovery_ms = now.saturating_add(wait);
-                idp.next_jwks_ms = now.saturating_add(wait);
+                self.vm.idp.borrow_mut().schedule.refused(now);
             }
         }
     }
