@@ -25,7 +25,7 @@ use crate::flow::{
     RefreshStep, Reply, TokenCall, Userinfo,
 };
 use crate::idp::{self, Discovery, Fetch, Jwks};
-use crate::session::{CookieNames, LoginTxn, Session, expire_all};
+use crate::session::{CookieNames, LoginTxn, Session};
 use crate::stats::{self, Stat};
 use crate::{generations, slots};
 use meshwright_host::compose::{self, Composable};
@@ -946,18 +946,7 @@ impl Pending {
 fn login_failed(rt: &Runtime, f: Failure) {
     rt.failed(f);
     log::warn!("login failed: {} ({})", f.label(), f.describe());
-    let _ = send(&Reply {
-        status: if matches!(f, Failure::TokenEndpoint | Failure::JwksUnavailable) {
-            502
-        } else {
-            401
-        },
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("cache-control".into(), "no-store".into()),
-        ],
-        body: format!(r#"{{"error":"login_failed","reason":"{}"}}"#, f.label()),
-    });
+    let _ = send(&f.login_reply());
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1153,85 +1142,37 @@ fn complete_refresh(
         headers,
         status,
     } = r;
-    let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
-        .unwrap_or("")
-        .to_owned();
-    let refreshed = step.and_then(|s| {
-        let sealed = gate
-            .seal_session(&s, &mut HostEntropy)
-            .ok_or(Failure::SessionTooLarge)?;
-        let cookies = crate::session::session_cookies(
-            &rt.names,
-            &sealed,
-            &rt.cfg.cookie,
-            s.expires.saturating_sub(now_s),
-            Some(&cookie),
-        )
-        .ok_or(Failure::SessionTooLarge)?;
-        Ok((s, sealed, cookies))
-    });
-    match refreshed {
-        Ok((session, sealed, cookies)) => {
-            SharedSlots.complete(&session.id, &sealed, now);
-            SharedSlots.supersede(&session.id, session.generation, session.expires, now);
-            let entry = gate.entry(session, now_s);
-            let mut f = gate.forward(&entry, &cookie);
-            f.response_cookies = cookies;
-            if let Some(cache) = vm.cache.borrow_mut().as_mut() {
-                let key = cache.key(&sealed);
-                cache.insert(key, entry);
-            }
-            rt.count(Outcome::Authenticated);
+    let now_ms = now;
+    let after = gate.after_refresh(
+        &old,
+        step,
+        status,
+        fallback,
+        &headers,
+        now_ms,
+        &mut HostEntropy,
+        &mut SharedSlots,
+    );
+    if let Some(f) = after.failure {
+        rt.inc(Stat::RefreshFailures);
+        log::info!("refresh failed: {} ({})", f.label(), f.describe());
+    }
+    if let (Some((sealed, entry)), Some(cache)) = (after.cache, vm.cache.borrow_mut().as_mut()) {
+        let key = cache.key(&sealed);
+        cache.insert(key, entry);
+    }
+    match after.decision {
+        Decision::Forward(f, outcome) => {
+            rt.count(outcome);
             apply(vm, id, f);
             compose::continue_request(id);
         }
-        Err(f) => {
-            SharedSlots.release(&old.id);
-            rt.inc(Stat::RefreshFailures);
-            log::info!("refresh failed: {} ({})", f.label(), f.describe());
-            // The IdP refused the refresh token (revoked, or rotated by another replica): it is
-            // spent — no request of this proxy sends it again — and the session goes on while
-            // its token is valid (the browser may bring the newer cookie meanwhile), then logs
-            // in again. A transient failure with a still-valid token: go on with it.
-            let refused = matches!(status, Some(400 | 401));
-            if refused {
-                SharedSlots.supersede(&old.id, old.generation.saturating_add(1), old.expires, now);
-            }
-            match (refused, fallback) {
-                (_, Some(fwd)) => {
-                    rt.count(Outcome::Authenticated);
-                    apply(vm, id, fwd);
-                    compose::continue_request(id);
-                }
-                _ => {
-                    let clear = expire_all(
-                        &rt.names,
-                        &rt.cfg.cookie,
-                        &cookie,
-                        &rt.cfg.callback_path,
-                        &rt.cfg.logout_path,
-                    );
-                    let path = meshwright_shared::HeaderSource::header(&headers, ":path")
-                        .unwrap_or("/")
-                        .to_owned();
-                    match gate.unauthenticated(
-                        &headers,
-                        &path,
-                        clear,
-                        Outcome::ExpiredSession,
-                        now_s,
-                        &mut HostEntropy,
-                    ) {
-                        Decision::Reply(r, outcome) => {
-                            rt.count(outcome);
-                            let _ = send(&r);
-                        }
-                        _ => {
-                            let _ = send(&reply_503("identity_provider_unavailable"));
-                        }
-                    }
-                }
-            }
+        Decision::Reply(r, outcome) => {
+            rt.count(outcome);
+            let _ = send(&r);
+        }
+        _ => {
+            let _ = send(&reply_503("identity_provider_unavailable"));
         }
     }
 }

@@ -385,3 +385,22 @@ impl Gate<'_> {
         }
     }
 }
+
+impl Failure {
+    /// The answer to a login that failed this way: 502 when the IdP failed (its token endpoint,
+    /// its keys), 401 when the login itself was not good; the reason's label in the body.
+    pub fn login_reply(self) -> Reply {
+        let status = match self {
+            Self::TokenEndpoint | Self::JwksUnavailable => 502,
+            _ => 401,
+        };
+        reply(
+            status,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            format!(r#"{{"error":"login_failed","reason":"{}"}}"#, self.label()),
+        )
+    }
+}

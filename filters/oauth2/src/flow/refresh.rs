@@ -90,3 +90,87 @@ impl Gate<'_> {
         }))
     }
 }
+
+/// What a refresh that came back leads to.
+#[derive(Debug)]
+pub struct AfterRefresh {
+    /// The request goes on (with the new session, or the old still-valid token) or is answered.
+    pub decision: Decision,
+    /// The refreshed session to keep in the worker's cache: its sealed value and entry.
+    pub cache: Option<(String, Entry)>,
+    /// Why the refresh failed (logged and counted), if it did.
+    pub failure: Option<Failure>,
+}
+
+impl Gate<'_> {
+    /// Completes a refresh of `old` whose outcome is `refreshed` (the token endpoint answered
+    /// `status`). Success: the new session is sealed into the response's cookies, published in
+    /// `slots` for the requests that still bring the old cookie, and recorded as the session's
+    /// newest generation. Failure: the slot is released; a refusal (400/401: the refresh token
+    /// was revoked, or rotated by another replica) makes the old generation spent, so no request
+    /// sends that token again; the request goes on with the still-valid token (`fallback`) —
+    /// the browser may bring the newer cookie meanwhile — or, once it has expired, the session
+    /// ends: its cookies cleared, a browser sent to log in, an API call answered 401.
+    #[allow(clippy::too_many_arguments)]
+    pub fn after_refresh(
+        &self,
+        old: &Session,
+        refreshed: Result<Session, Failure>,
+        status: Option<u16>,
+        fallback: Option<Forward>,
+        req: &impl HeaderSource,
+        now_ms: u64,
+        rng: &mut impl Entropy,
+        slots: &mut impl RefreshSlots,
+    ) -> AfterRefresh {
+        let now_s = now_ms / 1000;
+        let cookie = req.header("cookie").unwrap_or("");
+        let sealed = refreshed.and_then(|s| {
+            let sealed = self.seal_session(&s, rng).ok_or(Failure::SessionTooLarge)?;
+            let max_age = s.expires.saturating_sub(now_s);
+            let cookies =
+                session_cookies(self.names, &sealed, &self.cfg.cookie, max_age, Some(cookie))
+                    .ok_or(Failure::SessionTooLarge)?;
+            Ok((s, sealed, cookies))
+        });
+        let failure = match sealed {
+            Ok((session, sealed, cookies)) => {
+                slots.complete(&session.id, &sealed, now_ms);
+                slots.supersede(&session.id, session.generation, session.expires, now_ms);
+                let entry = self.entry(session, now_s);
+                let mut f = self.forward(&entry, cookie);
+                f.response_cookies = cookies;
+                return AfterRefresh {
+                    decision: Decision::Forward(f, Outcome::Authenticated),
+                    cache: Some((sealed, entry)),
+                    failure: None,
+                };
+            }
+            Err(f) => f,
+        };
+        slots.release(&old.id);
+        if matches!(status, Some(400 | 401)) {
+            let spent = old.generation.saturating_add(1);
+            slots.supersede(&old.id, spent, old.expires, now_ms);
+        }
+        let decision = match fallback {
+            Some(f) => Decision::Forward(f, Outcome::Authenticated),
+            None => {
+                let clear = expire_all(
+                    self.names,
+                    &self.cfg.cookie,
+                    cookie,
+                    &self.cfg.callback_path,
+                    &self.cfg.logout_path,
+                );
+                let path = req.header(":path").unwrap_or("/");
+                self.unauthenticated(req, path, clear, Outcome::ExpiredSession, now_s, rng)
+            }
+        };
+        AfterRefresh {
+            decision,
+            cache: None,
+            failure: Some(failure),
+        }
+    }
+}

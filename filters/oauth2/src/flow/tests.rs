@@ -1292,3 +1292,157 @@ fn a_cookie_whose_refresh_token_is_spent_never_refreshes_again() {
     assert_eq!(new.generation, 1);
     assert!(!w.slots.superseded(&new.id, new.generation, 0));
 }
+
+#[test]
+fn a_refresh_that_came_back_publishes_the_new_session_or_spends_the_refused_one() {
+    let mut w = world();
+    let cookies = w.login("/");
+    let at = NOW_S + 290;
+    let req = api("/a", &cookies);
+    let Decision::Refresh {
+        session, fallback, ..
+    } = w.decide_at(&req, at)
+    else {
+        panic!("no refresh")
+    };
+    assert!(fallback.is_some(), "the token is still valid");
+    let g = w.gate();
+    let now_ms = at * 1000;
+
+    // Refused (400: rotated by another replica) while the token is valid: the request goes
+    // on, the slot is free, and the old generation is spent for good.
+    let mut slots = Slots::default();
+    let refused = Err(Failure::TokenEndpoint);
+    let a = g.after_refresh(
+        &session,
+        refused,
+        Some(400),
+        fallback.clone(),
+        &req,
+        now_ms,
+        &mut Counter(9),
+        &mut slots,
+    );
+    assert!(
+        matches!(a.decision, Decision::Forward(_, Outcome::Authenticated)),
+        "{:?}",
+        a.decision
+    );
+    assert_eq!(a.failure, Some(Failure::TokenEndpoint));
+    assert!(a.cache.is_none());
+    assert!(slots.superseded(&session.id, session.generation, now_ms));
+    assert!(!slots.state.contains_key(&session.id), "released");
+
+    // A transient failure (the IdP answered 503): the token is not spent.
+    let mut slots = Slots::default();
+    let transient = Err(Failure::TokenEndpoint);
+    let a = g.after_refresh(
+        &session,
+        transient,
+        Some(503),
+        fallback,
+        &req,
+        now_ms,
+        &mut Counter(9),
+        &mut slots,
+    );
+    assert!(matches!(a.decision, Decision::Forward(..)));
+    assert!(!slots.superseded(&session.id, session.generation, now_ms));
+
+    // Refused once the token has expired: the session ends — an API call gets 401 and its
+    // cookies cleared, a browser is sent to log in.
+    let mut slots = Slots::default();
+    let a = g.after_refresh(
+        &session,
+        Err(Failure::TokenEndpoint),
+        Some(401),
+        None,
+        &req,
+        now_ms,
+        &mut Counter(9),
+        &mut slots,
+    );
+    let Decision::Reply(r, Outcome::ExpiredSession) = &a.decision else {
+        panic!("{:?}", a.decision)
+    };
+    assert_eq!(r.status, 401);
+    assert!(
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "set-cookie" && v.contains("Max-Age=0"))
+    );
+    let nav = browser("/orders", &cookies);
+    let a = g.after_refresh(
+        &session,
+        Err(Failure::IdToken),
+        None,
+        None,
+        &nav,
+        now_ms,
+        &mut Counter(9),
+        &mut slots,
+    );
+    assert!(
+        matches!(&a.decision, Decision::Reply(r, Outcome::LoginStarted) if r.status == 302),
+        "{:?}",
+        a.decision
+    );
+
+    // Success: the new session in the response's cookies, published for the old cookie's
+    // requests, its generation recorded, kept in the cache.
+    let tokens = TokenSet {
+        access_token: "at-2".into(),
+        id_token: Some(w.id_token(None, "alice", at + 300)),
+        refresh_token: Some("rt-2".into()),
+        expires_in: Some(300),
+    };
+    let new = g.finish_refresh(&session, &tokens, at).unwrap();
+    let mut slots = Slots::default();
+    let a = g.after_refresh(
+        &session,
+        Ok(new.clone()),
+        Some(200),
+        None,
+        &req,
+        now_ms,
+        &mut Counter(9),
+        &mut slots,
+    );
+    let Decision::Forward(f, Outcome::Authenticated) = &a.decision else {
+        panic!("{:?}", a.decision)
+    };
+    assert!(
+        f.response_cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("{}=", w.names.session)))
+    );
+    assert!(a.failure.is_none());
+    let (sealed, entry) = a.cache.expect("kept in the cache");
+    assert_eq!(entry.session, new);
+    assert_eq!(
+        slots.state.get(&session.id),
+        Some(&Claim::Refreshed(sealed))
+    );
+    assert!(
+        slots.superseded(&session.id, session.generation, now_ms),
+        "the old cookie is superseded"
+    );
+    assert!(!slots.superseded(&session.id, new.generation, now_ms));
+}
+
+#[test]
+fn a_failed_login_is_502_when_the_idp_failed_and_401_otherwise() {
+    assert_eq!(Failure::TokenEndpoint.login_reply().status, 502);
+    assert_eq!(Failure::JwksUnavailable.login_reply().status, 502);
+    for f in Failure::ALL {
+        let r = f.login_reply();
+        assert!(
+            r.body.contains(&format!(r#""reason":"{}""#, f.label())),
+            "{}",
+            r.body
+        );
+        if !matches!(f, Failure::TokenEndpoint | Failure::JwksUnavailable) {
+            assert_eq!(r.status, 401, "{f:?}");
+        }
+    }
+}
