@@ -123,25 +123,18 @@ impl IdpState {
 
 /// What a paused request is waiting for.
 enum Pending {
-    Exchange {
-        token: u32,
-        txn: LoginTxn,
-        login_cookie: String,
-        headers: HeaderList,
-    },
+    /// The callback waits for the code exchange.
+    Exchange { token: u32, login: Login },
+    /// The code exchange succeeded but its ID token's key is unknown: the JWKS is being fetched.
     ExchangeNeedsKeys {
         token: u32,
-        txn: LoginTxn,
-        login_cookie: String,
-        headers: HeaderList,
+        login: Login,
         tokens: flow::TokenSet,
     },
     /// The login waits for the UserInfo endpoint.
     Userinfo {
         token: u32,
-        txn: LoginTxn,
-        login_cookie: String,
-        headers: HeaderList,
+        login: Login,
         tokens: flow::TokenSet,
     },
     /// A refresh grant succeeded but its ID token's key is unknown: the JWKS is being fetched.
@@ -684,15 +677,13 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             login_cookie,
         } => match post(&rt.cfg, &call) {
             Ok(token) => {
-                vm.pending.borrow_mut().insert(
-                    id,
-                    Pending::Exchange {
-                        token,
-                        txn,
-                        login_cookie,
-                        headers,
-                    },
-                );
+                let login = Login {
+                    txn,
+                    login_cookie,
+                    headers,
+                };
+                let p = Pending::Exchange { token, login };
+                vm.pending.borrow_mut().insert(id, p);
                 Action::Pause
             }
             Err(e) => {
@@ -809,75 +800,30 @@ fn call_response(vm: &Vm, token: u32, body_size: usize) {
     }
     let now = clock::now_ms();
     match pending {
-        Pending::Exchange {
-            txn,
-            login_cookie,
-            headers,
-            ..
-        } => match flow::parse_token_response(status.unwrap_or(0), &body) {
-            Ok(tokens) => complete_login(
-                vm,
-                &rt,
-                id,
-                txn,
-                login_cookie,
-                headers,
-                tokens,
-                Userinfo::NotYet,
-                now,
-                true,
-            ),
-            Err(f) => {
-                if f == Failure::TokenEndpoint {
-                    rt.token_refused("authorization_code", status, &body);
+        Pending::Exchange { login, .. } => {
+            match flow::parse_token_response(status.unwrap_or(0), &body) {
+                Ok(tokens) => {
+                    complete_login(vm, &rt, id, login, tokens, Userinfo::NotYet, now, true)
                 }
-                login_failed(&rt, f)
+                Err(f) => {
+                    if f == Failure::TokenEndpoint {
+                        rt.token_refused("authorization_code", status, &body);
+                    }
+                    login_failed(&rt, f)
+                }
             }
-        },
-        Pending::ExchangeNeedsKeys {
-            txn,
-            login_cookie,
-            headers,
-            tokens,
-            ..
-        } => {
-            take_jwks(vm, &rt, status, &body);
-            complete_login(
-                vm,
-                &rt,
-                id,
-                txn,
-                login_cookie,
-                headers,
-                tokens,
-                Userinfo::NotYet,
-                now,
-                false,
-            );
         }
-        Pending::Userinfo {
-            txn,
-            login_cookie,
-            headers,
-            tokens,
-            ..
-        } => {
+        Pending::ExchangeNeedsKeys { login, tokens, .. } => {
+            take_jwks(vm, &rt, status, &body);
+            complete_login(vm, &rt, id, login, tokens, Userinfo::NotYet, now, false);
+        }
+        Pending::Userinfo { login, tokens, .. } => {
             let status = userinfo_answered(&rt, status, &body);
-            complete_login(
-                vm,
-                &rt,
-                id,
-                txn,
-                login_cookie,
-                headers,
-                tokens,
-                Userinfo::Answer {
-                    status,
-                    body: &body,
-                },
-                now,
-                false,
-            );
+            let answer = Userinfo::Answer {
+                status,
+                body: &body,
+            };
+            complete_login(vm, &rt, id, login, tokens, answer, now, false);
         }
         Pending::Refresh {
             session,
@@ -949,14 +895,21 @@ fn login_failed(rt: &Runtime, f: Failure) {
     let _ = send(&f.login_reply());
 }
 
+/// A login whose callback came: what finishing it needs besides the tokens.
+struct Login {
+    txn: LoginTxn,
+    /// The login cookie's name.
+    login_cookie: String,
+    /// The callback request's headers.
+    headers: HeaderList,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn complete_login(
     vm: &Vm,
     rt: &Runtime,
     id: u32,
-    txn: LoginTxn,
-    login_cookie: String,
-    headers: HeaderList,
+    login: Login,
     tokens: flow::TokenSet,
     userinfo: Userinfo<'_>,
     now: u64,
@@ -964,15 +917,13 @@ fn complete_login(
 ) {
     let idp = vm.idp.borrow().snapshot();
     let gate = rt.gate(&idp);
-    let cookie = meshwright_shared::HeaderSource::header(&headers, "cookie")
-        .unwrap_or("")
-        .to_owned();
+    let cookie = meshwright_shared::HeaderSource::header(&login.headers, "cookie").unwrap_or("");
     match gate.finish_login_with(
-        &txn,
-        &login_cookie,
+        &login.txn,
+        &login.login_cookie,
         &tokens,
         userinfo,
-        &cookie,
+        cookie,
         now / 1000,
         &mut HostEntropy,
     ) {
@@ -991,48 +942,29 @@ fn complete_login(
         }
         Ok(LoginStep::Userinfo(call)) => match request_idp(&rt.cfg, "GET", &call) {
             Ok(token) => {
-                vm.pending.borrow_mut().insert(
-                    id,
-                    Pending::Userinfo {
-                        token,
-                        txn,
-                        login_cookie,
-                        headers,
-                        tokens,
-                    },
-                );
+                let p = Pending::Userinfo {
+                    token,
+                    login,
+                    tokens,
+                };
+                vm.pending.borrow_mut().insert(id, p);
             }
             Err(e) => {
                 log::warn!("UserInfo call failed to start: {e}");
                 rt.inc(Stat::UserinfoFailures);
-                complete_login(
-                    vm,
-                    rt,
-                    id,
-                    txn,
-                    login_cookie,
-                    headers,
-                    tokens,
-                    Userinfo::Skip,
-                    now,
-                    false,
-                );
+                complete_login(vm, rt, id, login, tokens, Userinfo::Skip, now, false);
             }
         },
         Err(Failure::UnknownKey) if may_refetch => {
             // The IdP rotated its keys: fetch the JWKS (rate-limited), then verify again.
             match refetch_jwks(vm, rt, &idp, now) {
                 Some(token) => {
-                    vm.pending.borrow_mut().insert(
-                        id,
-                        Pending::ExchangeNeedsKeys {
-                            token,
-                            txn,
-                            login_cookie,
-                            headers,
-                            tokens,
-                        },
-                    );
+                    let p = Pending::ExchangeNeedsKeys {
+                        token,
+                        login,
+                        tokens,
+                    };
+                    vm.pending.borrow_mut().insert(id, p);
                 }
                 None => login_failed(rt, Failure::UnknownKey),
             }
