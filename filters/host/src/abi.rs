@@ -384,33 +384,6 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<()> {
     })
 }
 
-/// Sends an HTTP request to an Envoy cluster; the answer arrives in `on_http_call_response`
-/// of the context that is *active in the SDK's dispatcher* when this is called (the context
-/// whose callback is running), under the returned token. `headers` must include `:method`,
-/// `:path` and `:authority`. BadArgument: unknown cluster or missing pseudo-header.
-///
-/// This one goes through the SDK: its dispatcher must register the call to route the response
-/// (a call made around it makes the SDK panic on the response). The SDK maps Ok, BadArgument
-/// and InternalFailure, the statuses Envoy's `httpCall` returns. Inside a parent module the
-/// call is noted as the running filter's ([`crate::compose::take_call_owner`]).
-pub fn dispatch_http_call(
-    cluster: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout_ms: u32,
-) -> Result<u32> {
-    let token = proxy_wasm::hostcalls::dispatch_http_call(
-        cluster,
-        headers.to_vec(),
-        (!body.is_empty()).then_some(body),
-        Vec::new(),
-        std::time::Duration::from_millis(u64::from(timeout_ms)),
-    )
-    .map_err(|s| HostError(s as u32))?;
-    crate::compose::note_call(token);
-    Ok(token)
-}
-
 /// The body of the HTTP call response being delivered (in `on_http_call_response`).
 pub fn http_call_response_body(max_size: usize) -> Result<Vec<u8>> {
     buffer(BufferType::HttpCallResponseBody, 0, max_size)

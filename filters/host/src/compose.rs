@@ -16,7 +16,7 @@
 //! - **Ticks.** One root context has one tick period; the filters of a parent each ask for
 //!   their own ([`crate::tick`]), keyed by their scope.
 //! - **HTTP calls.** proxy-wasm delivers a call's response to the context that made it — the
-//!   parent's; [`crate::abi::dispatch_http_call`] notes which filter made it, and the parent
+//!   parent's; [`dispatch_http_call`] notes which filter made it, and the parent
 //!   hands the response to that filter ([`take_call_owner`]).
 //! - **Request headers** are read once per pass ([`crate::request`]).
 //! - **Logs** carry the filter's name after the module's: `[bundle/fault] …`.
@@ -134,8 +134,35 @@ pub fn resume(stream: u32) -> bool {
     abi::set_effective_context(stream).is_ok() && continue_request(stream)
 }
 
-/// Notes that the running filter made HTTP call `token` (called by `abi::dispatch_http_call`).
-pub(crate) fn note_call(token: u32) {
+/// Sends an HTTP request to an Envoy cluster; the answer arrives in `on_http_call_response`
+/// of the context that is *active in the SDK's dispatcher* when this is called (the context
+/// whose callback is running), under the returned token. `headers` must include `:method`,
+/// `:path` and `:authority`. BadArgument: unknown cluster or missing pseudo-header.
+///
+/// This one goes through the SDK: its dispatcher must register the call to route the response
+/// (a call made around it makes the SDK panic on the response). The SDK maps Ok, BadArgument
+/// and InternalFailure, the statuses Envoy's `httpCall` returns. Inside a parent module the
+/// call is noted as the running filter's ([`take_call_owner`]).
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, abi::HostError> {
+    let token = proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers.to_vec(),
+        (!body.is_empty()).then_some(body),
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| abi::HostError(s as u32))?;
+    note_call(token);
+    Ok(token)
+}
+
+/// Notes that the running filter made HTTP call `token` (called by [`dispatch_http_call`]).
+fn note_call(token: u32) {
     if let Some(s) = scope() {
         CALLS.with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {

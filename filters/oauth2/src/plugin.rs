@@ -387,7 +387,7 @@ fn call_status() -> Option<u16> {
 
 /// GET an IdP document through the IdP cluster.
 fn get(cfg: &OAuth2Config, ep: &idp::Endpoint) -> Result<u32, abi::HostError> {
-    abi::dispatch_http_call(
+    compose::dispatch_http_call(
         &cfg.idp_cluster,
         &[
             (":method", "GET"),
@@ -412,7 +412,7 @@ fn request_idp(cfg: &OAuth2Config, method: &str, call: &TokenCall) -> Result<u32
         (":authority", &call.authority),
     ];
     headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    abi::dispatch_http_call(
+    compose::dispatch_http_call(
         &cfg.idp_cluster,
         &headers,
         call.body.as_bytes(),
