@@ -4,7 +4,8 @@
 //! the first two steps that more than one filter uses: typed config errors that name the field
 //! ([`config`]), request matchers ([`matcher`]), sticky per-user hashing ([`hash`]), percentages
 //! with per-million precision ([`percent`]), injected randomness ([`rng`]), timestamps
-//! ([`time`]), and the places a user's identity is read from ([`key`], [`cookie`], [`jwt`]).
+//! ([`time`]), the places a user's identity is read from ([`key`], [`cookie`], [`jwt`]), and checks of
+//! header names and values, environment variable names and signing keys ([`validate`]).
 //! For modules that run several filters: one timer shared by several owners ([`ticks`]) and a
 //! copy of a header map read once ([`wire::HeaderMapCopy`]).
 //!
@@ -24,6 +25,7 @@ pub mod rng;
 pub mod stats;
 pub mod ticks;
 pub mod time;
+pub mod validate;
 pub mod wire;
 
 pub use config::{ConfigError, Reason};
