@@ -9,6 +9,7 @@ use meshwright_shared::key::{KeySource, KeySourceSpec};
 use meshwright_shared::matcher::{RequestMatchSpec, RequestMatcher};
 use meshwright_shared::percent::{PercentSpec, Percentage};
 use meshwright_shared::time::parse_rfc3339_ms;
+use meshwright_shared::validate::{env_name, header_map};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -249,12 +250,9 @@ impl FaultConfigSpec {
 impl HeaderControlSpec {
     fn compile(&self, field: &Path) -> Result<HeaderControl, ConfigError> {
         let signing_key_env = match (&self.signing_key_env, self.require_signature) {
-            (Some(env), true) if valid_env_name(env) => Some(env.clone()),
             (Some(env), true) => {
-                return Err(ConfigError::invalid(
-                    field.key("signing_key_env"),
-                    format!("`{env}` is not an environment variable name"),
-                ));
+                env_name(&field.key("signing_key_env"), env)?;
+                Some(env.clone())
             }
             (None, true) => {
                 return Err(ConfigError::invalid(
@@ -295,12 +293,6 @@ impl HeaderControlSpec {
             max_signature_ttl_s,
         })
     }
-}
-
-fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
 }
 
 impl RuleSpec {
@@ -412,30 +404,11 @@ fn compile_reply(
             body.len(),
         ));
     }
-    let mut pairs = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let hf = field.key("headers").key(name);
-        let lower = name.to_ascii_lowercase();
-        let token = !lower.is_empty()
-            && lower
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-        if !token || lower.starts_with(':') {
-            return Err(ConfigError::invalid(&hf, "not a valid header name"));
-        }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ConfigError::invalid(
-                &hf,
-                "header values cannot hold CR, LF or NUL",
-            ));
-        }
-        pairs.push((lower, value.clone()));
-    }
     Ok(Abort {
         http_status,
         grpc_status,
         body,
-        headers: pairs,
+        headers: header_map(&field.key("headers"), headers)?,
         percentage: percentage.compile(&field.key("percentage"))?,
     })
 }
@@ -597,6 +570,10 @@ mod tests {
             (
                 r#"{"rules":[{"name":"a","abort":{"http_status":503,"percentage":1,"headers":{"x":"a\r\nb"}}}]}"#,
                 "rules[0].abort.headers.x",
+            ),
+            (
+                r#"{"rules":[{"name":"a","response":{"http_status":500,"percentage":1,"headers":{"bad name":"1"}}}]}"#,
+                "rules[0].response.headers.bad name",
             ),
             (r#"{"header_control":{}}"#, "header_control.signing_key_env"),
             (
