@@ -67,7 +67,7 @@ pub struct RuleSpec {
     pub cohort: Option<CohortSpec>,
     pub abort: Option<AbortSpec>,
     pub delay: Option<DelaySpec>,
-    pub response: Option<ResponseFaultSpec>,
+    pub response: Option<AbortSpec>,
     /// RFC 3339; from this instant on the rule is inert.
     pub expires_at: Option<String>,
 }
@@ -81,20 +81,10 @@ pub struct CohortSpec {
     pub salt: Option<String>,
 }
 
+/// A rule's `abort` or `response`: the same fields (docs/fault.md, "`abort` and `response`").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbortSpec {
-    pub http_status: Option<u16>,
-    pub grpc_status: Option<u32>,
-    pub body: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub percentage: PercentSpec,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResponseFaultSpec {
     pub http_status: Option<u16>,
     pub grpc_status: Option<u32>,
     pub body: Option<String>,
@@ -361,81 +351,51 @@ impl CohortSpec {
     }
 }
 
-fn compile_reply(
-    field: &Path,
-    http_status: Option<u16>,
-    grpc_status: Option<u32>,
-    body: &Option<String>,
-    headers: &BTreeMap<String, String>,
-    percentage: PercentSpec,
-) -> Result<Abort, ConfigError> {
-    if http_status.is_none() && grpc_status.is_none() {
-        return Err(ConfigError::invalid(
-            field,
-            "set http_status, grpc_status, or both",
-        ));
-    }
-    if let Some(s) = http_status
-        && !(200..=599).contains(&s)
-    {
-        return Err(ConfigError::out_of_range(
-            field.key("http_status"),
-            200,
-            599,
-            s,
-        ));
-    }
-    if let Some(s) = grpc_status
-        && !(1..=16).contains(&s)
-    {
-        return Err(ConfigError::out_of_range(
-            field.key("grpc_status"),
-            1,
-            16,
-            s,
-        ));
-    }
-    let body = body.clone().unwrap_or_default();
-    if body.len() > MAX_BODY_LEN {
-        return Err(ConfigError::out_of_range(
-            field.key("body"),
-            0,
-            MAX_BODY_LEN,
-            body.len(),
-        ));
-    }
-    Ok(Abort {
-        http_status,
-        grpc_status,
-        body,
-        headers: header_map(&field.key("headers"), headers)?,
-        percentage: percentage.compile(&field.key("percentage"))?,
-    })
-}
-
 impl AbortSpec {
     fn compile(&self, field: &Path) -> Result<Abort, ConfigError> {
-        compile_reply(
-            field,
-            self.http_status,
-            self.grpc_status,
-            &self.body,
-            &self.headers,
-            self.percentage,
-        )
-    }
-}
-
-impl ResponseFaultSpec {
-    fn compile(&self, field: &Path) -> Result<Abort, ConfigError> {
-        compile_reply(
-            field,
-            self.http_status,
-            self.grpc_status,
-            &self.body,
-            &self.headers,
-            self.percentage,
-        )
+        let (http_status, grpc_status) = (self.http_status, self.grpc_status);
+        if http_status.is_none() && grpc_status.is_none() {
+            return Err(ConfigError::invalid(
+                field,
+                "set http_status, grpc_status, or both",
+            ));
+        }
+        if let Some(s) = http_status
+            && !(200..=599).contains(&s)
+        {
+            return Err(ConfigError::out_of_range(
+                field.key("http_status"),
+                200,
+                599,
+                s,
+            ));
+        }
+        if let Some(s) = grpc_status
+            && !(1..=16).contains(&s)
+        {
+            return Err(ConfigError::out_of_range(
+                field.key("grpc_status"),
+                1,
+                16,
+                s,
+            ));
+        }
+        let body = self.body.clone().unwrap_or_default();
+        if body.len() > MAX_BODY_LEN {
+            return Err(ConfigError::out_of_range(
+                field.key("body"),
+                0,
+                MAX_BODY_LEN,
+                body.len(),
+            ));
+        }
+        Ok(Abort {
+            http_status,
+            grpc_status,
+            body,
+            headers: header_map(&field.key("headers"), &self.headers)?,
+            percentage: self.percentage.compile(&field.key("percentage"))?,
+        })
     }
 }
 
@@ -506,6 +466,10 @@ mod tests {
         let e =
             err(r#"{"rules":[{"name":"a","abort":{"http_status":503,"percentage":1,"pct":2}}]}"#);
         assert_eq!(e.field, "rules[0].abort.pct");
+        let e = err(
+            r#"{"rules":[{"name":"a","response":{"http_status":500,"percentage":1,"pct":2}}]}"#,
+        );
+        assert_eq!(e.field, "rules[0].response.pct");
         let e = err(r#"{"enabeld": true}"#);
         assert_eq!(e.field, "enabeld");
     }
