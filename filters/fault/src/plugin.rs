@@ -321,14 +321,9 @@ impl HttpContext for FaultHttp {
 }
 
 fn send_reply(reply: &Reply, details: &str) -> Result<(), abi::HostError> {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     abi::send_local_response(
-        u32::from(reply.http_status),
-        &headers,
+        u32::from(reply.status),
+        &reply.header_pairs(),
         reply.body.as_bytes(),
         reply.grpc_status,
         details,
