@@ -33,15 +33,21 @@ pub fn header_name(field: &Path, name: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// A header value a filter writes: no CR, LF or NUL (they would split or end the header).
+/// Whether `value` can be written as a header value: no CR, LF or NUL (they would split or end
+/// the header).
+pub fn is_header_value(value: &str) -> bool {
+    !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// A header value a filter writes ([`is_header_value`]).
 pub fn header_value(field: &Path, value: &str) -> Result<(), ConfigError> {
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    if is_header_value(value) {
+        Ok(())
+    } else {
         Err(ConfigError::invalid(
             field,
             "header values cannot hold CR, LF or NUL",
         ))
-    } else {
-        Ok(())
     }
 }
 
