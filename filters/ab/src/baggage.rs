@@ -6,6 +6,8 @@
 //! (printable ASCII except space, `"`, `,`, `;`, `\`) with anything else — and `%` itself —
 //! percent-encoded as UTF-8. At most 64 list members and 8192 bytes.
 
+use meshwright_shared::validate::is_token;
+
 /// Most list members a baggage header carries.
 pub const MAX_MEMBERS: usize = 64;
 /// Largest baggage header, in bytes.
@@ -13,10 +15,7 @@ pub const MAX_BYTES: usize = 8192;
 
 /// Whether `key` is a baggage key (an RFC 7230 token).
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    is_token(key)
 }
 
 fn is_baggage_octet(b: u8) -> bool {

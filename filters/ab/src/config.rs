@@ -7,6 +7,7 @@ use crate::bucket::{HashMode, SPACE};
 use meshwright_shared::config::{ConfigError, Path, Reason, parse_json, validate_stat_name};
 use meshwright_shared::key::{KeySource, KeySourceSpec};
 use meshwright_shared::matcher::{RequestMatchSpec, RequestMatcher};
+use meshwright_shared::validate::{env_name, header_name};
 use serde::Deserialize;
 
 /// Default lifetime of the anonymous-id cookie: one year.
@@ -278,11 +279,9 @@ impl AbConfigSpec {
             .transpose()?;
         let needs_key = sticky.is_some() || overrides.as_ref().is_some_and(|o| o.signed);
         let signing_key_env = match (&self.signing_key_env, needs_key) {
-            (Some(env), _) if !valid_env_name(env) => {
-                return Err(ConfigError::invalid(
-                    root.key("signing_key_env"),
-                    format!("`{env}` is not an environment variable name"),
-                ));
+            (Some(env), _) => {
+                env_name(&root.key("signing_key_env"), env)?;
+                Some(env.clone())
             }
             (None, true) => {
                 return Err(ConfigError::invalid(
@@ -291,7 +290,7 @@ impl AbConfigSpec {
                      variable that holds the HMAC key",
                 ));
             }
-            (env, _) => env.clone(),
+            (None, false) => None,
         };
         let debug_header = self
             .debug_header
@@ -591,29 +590,6 @@ impl ExperimentSpec {
             variants,
         })
     }
-}
-
-/// A lower-cased request header name that is an RFC 7230 token and not a pseudo-header.
-fn header_name(field: &Path, name: &str) -> Result<String, ConfigError> {
-    let lower = name.to_ascii_lowercase();
-    let token = !lower.is_empty()
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-    if token {
-        Ok(lower)
-    } else {
-        Err(ConfigError::invalid(
-            field,
-            format!("`{name}` is not a valid header name"),
-        ))
-    }
-}
-
-fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ use crate::stats::{self, ExperimentMetricNames, VariantMetricNames};
 use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::Counter;
 use meshwright_host::{abi, clock, logging, random, request};
-use meshwright_shared::config::{ConfigError, Reason};
+use meshwright_shared::config::{ConfigError, Path};
 use meshwright_shared::headers::{HeaderList, bytes_of_text, text_of_bytes};
 use meshwright_shared::rng::WyRand;
+use meshwright_shared::validate::signing_key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::RefCell;
@@ -59,24 +60,15 @@ struct Runtime {
 
 impl Runtime {
     fn build(config: AbConfig) -> Result<Self, ConfigError> {
-        let signing_key = match (
-            config.signing_key_env.as_deref(),
-            config.needs_signing_key(),
-        ) {
-            (Some(env), true) => {
-                let field = "signing_key_env";
-                let key = std::env::var(env)
-                    .map_err(|_| ConfigError::new(field, Reason::MissingEnv(env.to_owned())))?;
-                if key.len() < MIN_KEY_LEN {
-                    return Err(ConfigError::invalid(
-                        field,
-                        format!("the key in `{env}` is shorter than {MIN_KEY_LEN} bytes"),
-                    ));
-                }
-                Some(key.into_bytes())
-            }
-            _ => None,
-        };
+        let signing_key = config
+            .signing_key_env
+            .as_deref()
+            .filter(|_| config.needs_signing_key())
+            .map(|env| {
+                let field = Path::root().key("signing_key_env");
+                signing_key(&field, env, &|name| std::env::var(name).ok(), MIN_KEY_LEN)
+            })
+            .transpose()?;
         let experiments = config
             .experiments
             .iter()

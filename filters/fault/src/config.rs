@@ -9,6 +9,7 @@ use meshwright_shared::key::{KeySource, KeySourceSpec};
 use meshwright_shared::matcher::{RequestMatchSpec, RequestMatcher};
 use meshwright_shared::percent::{PercentSpec, Percentage};
 use meshwright_shared::time::parse_rfc3339_ms;
+use meshwright_shared::validate::{env_name, header_map};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -66,7 +67,7 @@ pub struct RuleSpec {
     pub cohort: Option<CohortSpec>,
     pub abort: Option<AbortSpec>,
     pub delay: Option<DelaySpec>,
-    pub response: Option<ResponseFaultSpec>,
+    pub response: Option<AbortSpec>,
     /// RFC 3339; from this instant on the rule is inert.
     pub expires_at: Option<String>,
 }
@@ -80,20 +81,10 @@ pub struct CohortSpec {
     pub salt: Option<String>,
 }
 
+/// A rule's `abort` or `response`: the same fields (docs/fault.md, "`abort` and `response`").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbortSpec {
-    pub http_status: Option<u16>,
-    pub grpc_status: Option<u32>,
-    pub body: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub percentage: PercentSpec,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResponseFaultSpec {
     pub http_status: Option<u16>,
     pub grpc_status: Option<u32>,
     pub body: Option<String>,
@@ -249,12 +240,9 @@ impl FaultConfigSpec {
 impl HeaderControlSpec {
     fn compile(&self, field: &Path) -> Result<HeaderControl, ConfigError> {
         let signing_key_env = match (&self.signing_key_env, self.require_signature) {
-            (Some(env), true) if valid_env_name(env) => Some(env.clone()),
             (Some(env), true) => {
-                return Err(ConfigError::invalid(
-                    field.key("signing_key_env"),
-                    format!("`{env}` is not an environment variable name"),
-                ));
+                env_name(&field.key("signing_key_env"), env)?;
+                Some(env.clone())
             }
             (None, true) => {
                 return Err(ConfigError::invalid(
@@ -295,12 +283,6 @@ impl HeaderControlSpec {
             max_signature_ttl_s,
         })
     }
-}
-
-fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
 }
 
 impl RuleSpec {
@@ -369,100 +351,51 @@ impl CohortSpec {
     }
 }
 
-fn compile_reply(
-    field: &Path,
-    http_status: Option<u16>,
-    grpc_status: Option<u32>,
-    body: &Option<String>,
-    headers: &BTreeMap<String, String>,
-    percentage: PercentSpec,
-) -> Result<Abort, ConfigError> {
-    if http_status.is_none() && grpc_status.is_none() {
-        return Err(ConfigError::invalid(
-            field,
-            "set http_status, grpc_status, or both",
-        ));
-    }
-    if let Some(s) = http_status
-        && !(200..=599).contains(&s)
-    {
-        return Err(ConfigError::out_of_range(
-            field.key("http_status"),
-            200,
-            599,
-            s,
-        ));
-    }
-    if let Some(s) = grpc_status
-        && !(1..=16).contains(&s)
-    {
-        return Err(ConfigError::out_of_range(
-            field.key("grpc_status"),
-            1,
-            16,
-            s,
-        ));
-    }
-    let body = body.clone().unwrap_or_default();
-    if body.len() > MAX_BODY_LEN {
-        return Err(ConfigError::out_of_range(
-            field.key("body"),
-            0,
-            MAX_BODY_LEN,
-            body.len(),
-        ));
-    }
-    let mut pairs = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let hf = field.key("headers").key(name);
-        let lower = name.to_ascii_lowercase();
-        let token = !lower.is_empty()
-            && lower
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-        if !token || lower.starts_with(':') {
-            return Err(ConfigError::invalid(&hf, "not a valid header name"));
-        }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ConfigError::invalid(
-                &hf,
-                "header values cannot hold CR, LF or NUL",
-            ));
-        }
-        pairs.push((lower, value.clone()));
-    }
-    Ok(Abort {
-        http_status,
-        grpc_status,
-        body,
-        headers: pairs,
-        percentage: percentage.compile(&field.key("percentage"))?,
-    })
-}
-
 impl AbortSpec {
     fn compile(&self, field: &Path) -> Result<Abort, ConfigError> {
-        compile_reply(
-            field,
-            self.http_status,
-            self.grpc_status,
-            &self.body,
-            &self.headers,
-            self.percentage,
-        )
-    }
-}
-
-impl ResponseFaultSpec {
-    fn compile(&self, field: &Path) -> Result<Abort, ConfigError> {
-        compile_reply(
-            field,
-            self.http_status,
-            self.grpc_status,
-            &self.body,
-            &self.headers,
-            self.percentage,
-        )
+        let (http_status, grpc_status) = (self.http_status, self.grpc_status);
+        if http_status.is_none() && grpc_status.is_none() {
+            return Err(ConfigError::invalid(
+                field,
+                "set http_status, grpc_status, or both",
+            ));
+        }
+        if let Some(s) = http_status
+            && !(200..=599).contains(&s)
+        {
+            return Err(ConfigError::out_of_range(
+                field.key("http_status"),
+                200,
+                599,
+                s,
+            ));
+        }
+        if let Some(s) = grpc_status
+            && !(1..=16).contains(&s)
+        {
+            return Err(ConfigError::out_of_range(
+                field.key("grpc_status"),
+                1,
+                16,
+                s,
+            ));
+        }
+        let body = self.body.clone().unwrap_or_default();
+        if body.len() > MAX_BODY_LEN {
+            return Err(ConfigError::out_of_range(
+                field.key("body"),
+                0,
+                MAX_BODY_LEN,
+                body.len(),
+            ));
+        }
+        Ok(Abort {
+            http_status,
+            grpc_status,
+            body,
+            headers: header_map(&field.key("headers"), &self.headers)?,
+            percentage: self.percentage.compile(&field.key("percentage"))?,
+        })
     }
 }
 
@@ -533,6 +466,10 @@ mod tests {
         let e =
             err(r#"{"rules":[{"name":"a","abort":{"http_status":503,"percentage":1,"pct":2}}]}"#);
         assert_eq!(e.field, "rules[0].abort.pct");
+        let e = err(
+            r#"{"rules":[{"name":"a","response":{"http_status":500,"percentage":1,"pct":2}}]}"#,
+        );
+        assert_eq!(e.field, "rules[0].response.pct");
         let e = err(r#"{"enabeld": true}"#);
         assert_eq!(e.field, "enabeld");
     }
@@ -597,6 +534,10 @@ mod tests {
             (
                 r#"{"rules":[{"name":"a","abort":{"http_status":503,"percentage":1,"headers":{"x":"a\r\nb"}}}]}"#,
                 "rules[0].abort.headers.x",
+            ),
+            (
+                r#"{"rules":[{"name":"a","response":{"http_status":500,"percentage":1,"headers":{"bad name":"1"}}}]}"#,
+                "rules[0].response.headers.bad name",
             ),
             (r#"{"header_control":{}}"#, "header_control.signing_key_env"),
             (

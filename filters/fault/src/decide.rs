@@ -17,6 +17,9 @@ use meshwright_shared::hash::sticky_ppm;
 use meshwright_shared::headers::{HeaderSource, is_grpc};
 use meshwright_shared::rng::Random;
 
+/// A reply sent in place of the upstream's: an abort, or a response fault.
+pub use meshwright_shared::reply::Reply;
+
 /// Which rule a fault comes from: an index into `FaultConfig::rules`, or header control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -31,17 +34,6 @@ impl Source {
             Self::HeaderControl => HEADER_CONTROL_RULE,
         }
     }
-}
-
-/// A reply sent in place of the upstream's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// HTTP status; 200 for a gRPC reply (the gRPC status travels in `grpc-status`).
-    pub http_status: u16,
-    /// Set for gRPC requests: Envoy then sends a trailers-only gRPC response.
-    pub grpc_status: Option<u32>,
-    pub body: String,
-    pub headers: Vec<(String, String)>,
 }
 
 /// What to do to one request.
@@ -159,16 +151,16 @@ fn reply_for(
     headers: &[(String, String)],
     grpc: bool,
 ) -> Option<Reply> {
-    let (http_status, grpc_status) = match (grpc, grpc_status, http_status) {
+    let (status, grpc_status) = match (grpc, grpc_status, http_status) {
         (true, Some(g), _) => (200, Some(g)),
         (_, _, Some(h)) => (h, None),
         (false, Some(_), None) | (_, None, None) => return None,
     };
     Some(Reply {
-        http_status,
-        grpc_status,
-        body: body.to_owned(),
+        status,
         headers: headers.to_vec(),
+        body: body.to_owned(),
+        grpc_status,
     })
 }
 
@@ -215,7 +207,7 @@ mod tests {
             .plan
             .unwrap();
         assert_eq!(hit.source, Source::Rule(0));
-        assert_eq!(hit.abort.unwrap().http_status, 503);
+        assert_eq!(hit.abort.unwrap().status, 503);
         assert!(
             decide(&c, None, &get("/"), NOW, &mut rolls(100_000))
                 .plan
@@ -254,17 +246,11 @@ mod tests {
         let p = decide(&c, None, &get("/api/x"), NOW, &mut rolls(0))
             .plan
             .unwrap();
-        assert_eq!(
-            (p.source, p.abort.unwrap().http_status),
-            (Source::Rule(1), 503)
-        );
+        assert_eq!((p.source, p.abort.unwrap().status), (Source::Rule(1), 503));
         let p = decide(&c, None, &get("/web"), NOW, &mut rolls(0))
             .plan
             .unwrap();
-        assert_eq!(
-            (p.source, p.abort.unwrap().http_status),
-            (Source::Rule(2), 502)
-        );
+        assert_eq!((p.source, p.abort.unwrap().status), (Source::Rule(2), 502));
         // A matched rule whose dice do not fire does not fall through to the next rule.
         let c = config(
             r#"{"rules":[
@@ -299,7 +285,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.delay_ms, Some(200));
         assert!(p.abort.is_none());
-        assert_eq!(p.response.unwrap().http_status, 500);
+        assert_eq!(p.response.unwrap().status, 500);
     }
 
     #[test]
@@ -316,13 +302,13 @@ mod tests {
             .unwrap()
             .abort
             .unwrap();
-        assert_eq!((r.http_status, r.grpc_status), (200, Some(14)));
+        assert_eq!((r.status, r.grpc_status), (200, Some(14)));
         let r = decide(&c, None, &get("/"), NOW, &mut rolls(0))
             .plan
             .unwrap()
             .abort
             .unwrap();
-        assert_eq!((r.http_status, r.grpc_status), (503, None));
+        assert_eq!((r.status, r.grpc_status), (503, None));
         // grpc_status only: plain HTTP requests are left alone.
         let c = config(r#"{"rules":[{"name":"a","abort":{"grpc_status":14,"percentage":100}}]}"#);
         assert!(
@@ -383,14 +369,14 @@ mod tests {
         let r = req(&[(":path", "/"), (ABORT, "418"), (SIGNATURE, &sig)]);
         let p = decide(&c, Some(key), &r, NOW, &mut rolls(0)).plan.unwrap();
         assert_eq!(
-            (p.source, p.abort.unwrap().http_status),
+            (p.source, p.abort.unwrap().status),
             (Source::HeaderControl, 418)
         );
         // Unsigned: rejected, counted, and the rules apply as if the headers were not there.
         let r = req(&[(":path", "/"), (ABORT, "418")]);
         let d = decide(&c, Some(key), &r, NOW, &mut rolls(0));
         assert_eq!(d.control_rejected, Some(Rejection::MissingSignature));
-        assert_eq!(d.plan.unwrap().abort.unwrap().http_status, 500);
+        assert_eq!(d.plan.unwrap().abort.unwrap().status, 500);
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -17,9 +17,10 @@ use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::{Counter, Gauge};
 use meshwright_host::parked::{self, Parked};
 use meshwright_host::{abi, clock, logging, random, request};
-use meshwright_shared::config::{ConfigError, Reason};
+use meshwright_shared::config::{ConfigError, Path};
 use meshwright_shared::headers::HeaderList;
 use meshwright_shared::rng::WyRand;
+use meshwright_shared::validate::signing_key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -67,25 +68,15 @@ struct Runtime {
 
 impl Runtime {
     fn build(config: FaultConfig) -> Result<Self, ConfigError> {
-        let signing_key = match config
+        let signing_key = config
             .header_control
             .as_ref()
             .and_then(|h| h.signing_key_env.as_deref())
-        {
-            None => None,
-            Some(env) => {
-                let field = "header_control.signing_key_env";
-                let key = std::env::var(env)
-                    .map_err(|_| ConfigError::new(field, Reason::MissingEnv(env.to_owned())))?;
-                if key.len() < MIN_KEY_LEN {
-                    return Err(ConfigError::invalid(
-                        field,
-                        format!("the key in `{env}` is shorter than {MIN_KEY_LEN} bytes"),
-                    ));
-                }
-                Some(key.into_bytes())
-            }
-        };
+            .map(|env| {
+                let field = Path::root().key("header_control").key("signing_key_env");
+                signing_key(&field, env, &|name| std::env::var(name).ok(), MIN_KEY_LEN)
+            })
+            .transpose()?;
         Ok(Self {
             rules: config
                 .rules
@@ -330,14 +321,9 @@ impl HttpContext for FaultHttp {
 }
 
 fn send_reply(reply: &Reply, details: &str) -> Result<(), abi::HostError> {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     abi::send_local_response(
-        u32::from(reply.http_status),
-        &headers,
+        u32::from(reply.status),
+        &reply.header_pairs(),
         reply.body.as_bytes(),
         reply.grpc_status,
         details,

@@ -7,6 +7,7 @@ use crate::seal::KeyRing;
 use crate::urls::HttpUrl;
 use meshwright_shared::config::{ConfigError, Path, Reason, parse_json};
 use meshwright_shared::matcher::{RequestMatchSpec, RequestMatcher};
+use meshwright_shared::validate::env_name;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -282,20 +283,6 @@ fn local_path(field: &Path, s: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(s.to_owned())
-}
-
-fn env_name(field: &Path, s: &str) -> Result<(), ConfigError> {
-    let ok = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes().first().is_some_and(u8::is_ascii_digit);
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            field,
-            format!("`{s}` is not an environment variable name"),
-        ))
-    }
 }
 
 fn secret(

@@ -8,6 +8,7 @@ use crate::budget::{
 };
 use crate::destination::{DestinationSource, DestinationSpec};
 use meshwright_shared::config::{ConfigError, Path, parse_json};
+use meshwright_shared::validate::header_map;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -250,30 +251,15 @@ impl ShedSpec {
                 body.len(),
             ));
         }
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            let hf = field.key("headers").key(name);
-            let lower = name.to_ascii_lowercase();
-            let token = !lower.is_empty()
-                && lower
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-            if !token {
-                return Err(ConfigError::invalid(&hf, "not a valid header name"));
-            }
-            if crate::server::OWN_HEADERS.contains(&lower.as_str()) {
-                return Err(ConfigError::invalid(
-                    &hf,
-                    "set by the filter itself (it is what stops callers from retrying)",
-                ));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ConfigError::invalid(
-                    &hf,
-                    "header values cannot hold CR, LF or NUL",
-                ));
-            }
-            headers.push((lower, value.clone()));
+        let headers = header_map(&field.key("headers"), &self.headers)?;
+        let own = |name: &&String| {
+            crate::server::OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+        };
+        if let Some(name) = self.headers.keys().find(own) {
+            return Err(ConfigError::invalid(
+                field.key("headers").key(name),
+                "set by the filter itself (it is what stops callers from retrying)",
+            ));
         }
         Ok(Shed {
             http_status,

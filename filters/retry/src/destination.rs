@@ -11,6 +11,7 @@
 
 use meshwright_shared::config::{ConfigError, Path, validate_stat_name};
 use meshwright_shared::hash::fnv1a32;
+use meshwright_shared::validate::header_name;
 use serde::Deserialize;
 
 /// Destination of requests whose key is missing (no cluster, no Host, header absent).
@@ -56,18 +57,7 @@ impl DestinationSpec {
             Self::Cluster => DestinationSource::Cluster,
             Self::Authority => DestinationSource::Authority,
             Self::Header(name) => {
-                let lower = name.to_ascii_lowercase();
-                let token = !lower.is_empty()
-                    && lower
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-                if !token {
-                    return Err(ConfigError::invalid(
-                        field.key("header"),
-                        format!("`{name}` is not a header name"),
-                    ));
-                }
-                DestinationSource::Header(lower)
+                DestinationSource::Header(header_name(&field.key("header"), name)?)
             }
             Self::Fixed(name) => {
                 validate_stat_name(&field.key("fixed"), name)?;

@@ -468,14 +468,9 @@ impl HttpContext for ServerHttp {
         }
         let grpc = is_grpc(request::header("content-type").ok().flatten().as_deref());
         let reply = server::shed_reply(&rt.config.shed, grpc);
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         match abi::send_local_response(
-            u32::from(reply.http_status),
-            &headers,
+            u32::from(reply.status),
+            &reply.header_pairs(),
             reply.body.as_bytes(),
             reply.grpc_status,
             "meshwright_retry_budget_shed",

@@ -10,6 +10,7 @@
 
 use crate::budget::{Budget, Window};
 use crate::config::Shed;
+use meshwright_shared::reply::Reply;
 
 /// The request header that tells a retry from a first attempt.
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
@@ -62,16 +63,6 @@ pub fn admit(window: &mut Window, budget: &Budget, attempt: Attempt) -> Verdict 
     }
 }
 
-/// A local reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub http_status: u16,
-    /// Set for gRPC requests: Envoy sends a trailers-only gRPC response with it.
-    pub grpc_status: Option<u32>,
-    pub body: String,
-    pub headers: Vec<(String, String)>,
-}
-
 /// The reply to a shed retry.
 pub fn shed_reply(shed: &Shed, grpc: bool) -> Reply {
     let mut headers = Vec::with_capacity(shed.headers.len() + 3);
@@ -88,10 +79,10 @@ pub fn shed_reply(shed: &Shed, grpc: bool) -> Reply {
             .cloned(),
     );
     Reply {
-        http_status: if grpc { 200 } else { shed.http_status },
-        grpc_status: grpc.then_some(shed.grpc_status),
-        body: shed.body.clone(),
+        status: if grpc { 200 } else { shed.http_status },
         headers,
+        body: shed.body.clone(),
+        grpc_status: grpc.then_some(shed.grpc_status),
     }
 }
 
@@ -141,7 +132,7 @@ mod tests {
     fn shed_replies_stop_envoy_and_grpc_retries() {
         let shed = Shed::default();
         let http = shed_reply(&shed, false);
-        assert_eq!((http.http_status, http.grpc_status), (429, None));
+        assert_eq!((http.status, http.grpc_status), (429, None));
         assert!(
             http.headers
                 .contains(&("x-envoy-ratelimited".into(), "true".into()))

@@ -3,6 +3,7 @@
 //! `Set-Cookie` values on the data path.
 
 use crate::config::{ConfigError, Path};
+use crate::validate::is_token;
 use serde::Deserialize;
 
 /// The value of cookie `name`, first occurrence, surrounding double quotes removed.
@@ -39,12 +40,6 @@ pub struct CookieAttrs {
     pub domain: Option<String>,
 }
 
-fn token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn attr_value(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -64,7 +59,7 @@ impl CookieAttrs {
         path: &str,
         domain: Option<&str>,
     ) -> Result<Self, ConfigError> {
-        if !token(name) || name.len() > 64 {
+        if !is_token(name) || name.len() > 64 {
             return Err(ConfigError::invalid(
                 field.key("name"),
                 format!(
