@@ -132,12 +132,7 @@ pub struct Forward {
     pub response_cookies: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
+pub use meshwright_shared::Reply;
 
 /// A call to the token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,16 +317,43 @@ fn verify_failure(e: VerifyError) -> Failure {
     }
 }
 
-fn header_value_ok(v: &str) -> bool {
-    !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
-}
+use meshwright_shared::validate::is_header_value as header_value_ok;
 
 fn reply(status: u16, headers: Vec<(String, String)>, body: String) -> Reply {
-    Reply {
-        status,
-        headers,
+    Reply::new(status, headers, body)
+}
+
+/// 503 `{"error": why}`: the IdP cannot be reached (or this worker has all the calls to it in
+/// flight it may).
+pub fn unavailable(why: &str) -> Reply {
+    let body = format!(r#"{{"error":"{why}"}}"#);
+    reply(
+        503,
+        vec![("content-type".into(), "application/json".into())],
         body,
-    }
+    )
+}
+
+/// A login or refresh shed because the worker's IdP calls are all in flight: retry shortly.
+pub fn busy() -> Reply {
+    let mut r = unavailable("identity_provider_busy");
+    r.headers.push(("retry-after".into(), "1".into()));
+    r.headers.push(("cache-control".into(), "no-store".into()));
+    r
+}
+
+/// The answer to a second callback of a login whose code was already exchanged (a replay, or
+/// forged codes with a genuine login cookie).
+pub fn state_spent() -> Reply {
+    let headers = vec![
+        ("content-type".into(), "application/json".into()),
+        ("cache-control".into(), "no-store".into()),
+    ];
+    reply(
+        400,
+        headers,
+        r#"{"error":"login_failed","reason":"state_spent"}"#.into(),
+    )
 }
 
 fn redirect(location: &str, cookies: Vec<String>) -> Reply {

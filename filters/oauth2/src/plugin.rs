@@ -370,7 +370,7 @@ impl OAuth2Root {
             }
             if now >= deadline {
                 rt.inc(Stat::IdpWaitTimeouts);
-                let _ = send(&reply_503("identity_provider_unavailable"));
+                let _ = send(&flow::unavailable("identity_provider_unavailable"));
             } else if matches!(process(id, &self.vm, Some(deadline)), Action::Continue) {
                 compose::continue_request(id);
             }
@@ -507,14 +507,9 @@ fn read_headers(rt: &Runtime) -> HeaderList {
 }
 
 fn send(r: &Reply) -> Result<(), abi::HostError> {
-    let headers: Vec<(&str, &str)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     abi::send_local_response(
         u32::from(r.status),
-        &headers,
+        &r.header_pairs(),
         r.body.as_bytes(),
         None,
         "meshwright_oauth2",
@@ -550,22 +545,6 @@ fn apply(vm: &Vm, id: u32, f: Forward) {
 /// Whether this worker has as many request-driven IdP calls in flight as it may.
 fn calls_full(vm: &Vm, rt: &Runtime) -> bool {
     vm.pending.borrow().len() >= rt.cfg.max_calls_in_flight
-}
-
-/// A login or refresh shed because the worker's IdP calls are all in flight: retry shortly.
-fn reply_busy() -> Reply {
-    let mut r = reply_503("identity_provider_busy");
-    r.headers.push(("retry-after".into(), "1".into()));
-    r.headers.push(("cache-control".into(), "no-store".into()));
-    r
-}
-
-fn reply_503(why: &str) -> Reply {
-    Reply {
-        status: 503,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: format!(r#"{{"error":"{why}"}}"#),
-    }
 }
 
 /// How often a parked request is decided again (a refresh done by another request).
@@ -614,7 +593,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                 }
                 _ => {
                     rt.inc(Stat::IdpWaitTimeouts);
-                    let _ = send(&reply_503("identity_provider_unavailable"));
+                    let _ = send(&flow::unavailable("identity_provider_unavailable"));
                     Action::Pause
                 }
             }
@@ -637,11 +616,11 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                 }
                 Decision::Refresh { session, .. } => {
                     SharedSlots.release(&session.id);
-                    let _ = send(&reply_busy());
+                    let _ = send(&flow::busy());
                     Action::Pause
                 }
                 _ => {
-                    let _ = send(&reply_busy());
+                    let _ = send(&flow::busy());
                     Action::Pause
                 }
             }
@@ -661,14 +640,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             let _ = (call, login_cookie);
             rt.inc(Stat::CallbacksRejected);
             log::info!("callback refused: this login's code exchange already happened");
-            let _ = send(&Reply {
-                status: 400,
-                headers: vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("cache-control".into(), "no-store".into()),
-                ],
-                body: r#"{"error":"login_failed","reason":"state_spent"}"#.into(),
-            });
+            let _ = send(&flow::state_spent());
             Action::Pause
         }
         Decision::Exchange {
@@ -689,7 +661,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
             Err(e) => {
                 log::warn!("token endpoint call failed to start: {e}");
                 rt.failed(Failure::TokenEndpoint);
-                let _ = send(&reply_503("identity_provider_unavailable"));
+                let _ = send(&flow::unavailable("identity_provider_unavailable"));
                 Action::Pause
             }
         },
@@ -721,7 +693,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                         Action::Continue
                     }
                     None => {
-                        let _ = send(&reply_503("identity_provider_unavailable"));
+                        let _ = send(&flow::unavailable("identity_provider_unavailable"));
                         Action::Pause
                     }
                 }
@@ -1104,7 +1076,7 @@ fn complete_refresh(
             let _ = send(&r);
         }
         _ => {
-            let _ = send(&reply_503("identity_provider_unavailable"));
+            let _ = send(&flow::unavailable("identity_provider_unavailable"));
         }
     }
 }
