@@ -51,9 +51,24 @@ async fn statuses(
     .await
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted,
+    a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests,
+    grpc_abort_reaches_a_grpc_client_as_the_configured_status,
+    signed_grpc_abort_header_aborts_a_grpc_request_with_that_status,
+    cohorts_give_each_user_one_fate_and_the_configured_share,
+    cohorts_can_key_on_the_jwt_sub_claim,
+    header_control_is_off_by_default,
+    header_control_acts_only_on_a_valid_signature,
+    max_active_faults_holds_under_concurrent_load,
+    expired_rules_do_nothing,
+    response_faults_replace_the_upstream_status_at_the_configured_rate,
+    clients_that_leave_during_a_delay_leave_envoy_healthy,
+    bad_configs_are_refused_with_the_field_named,
+    the_shipped_drills_fire_only_for_their_header,
+    faults_can_target_one_route_of_several,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "ten-percent",
@@ -95,7 +110,6 @@ async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests() -> Result<()> {
     let resolution_ms = 10;
     let bed = bed(json!({"delay_resolution_ms": resolution_ms, "rules": [{
@@ -159,7 +173,6 @@ async fn a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests() -> Re
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "grpc-unavailable",
@@ -198,7 +211,6 @@ async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<(
 
 /// Signed header control aborts a gRPC request with the gRPC status it names, although no rule
 /// has a gRPC status (the filter must still learn that the request is gRPC).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Result<()> {
     let key = "a-test-signing-key-of-at-least-32-bytes";
     let bed = bed(json!({"header_control": {"signing_key_env": KEY_ENV}, "rules": []}))
@@ -206,7 +218,11 @@ async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Re
         .cluster(Cluster::http2)
         .start()
         .await?;
-    let sig = control::sign(key.as_bytes(), unix_now() + 60, [None, Some("14"), None, None, None]);
+    let sig = control::sign(
+        key.as_bytes(),
+        unix_now() + 60,
+        [None, Some("14"), None, None, None],
+    );
     let aborted = grpc_unary_with(
         bed.addr(),
         "/meshwright.test.Orders/Place",
@@ -225,7 +241,6 @@ async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Re
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cohorts_give_each_user_one_fate_and_the_configured_share() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "cohort",
@@ -272,7 +287,6 @@ async fn cohorts_give_each_user_one_fate_and_the_configured_share() -> Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cohorts_can_key_on_the_jwt_sub_claim() -> Result<()> {
     use base64::Engine as _;
     let bed = bed(json!({"rules": [{
@@ -298,7 +312,6 @@ async fn cohorts_can_key_on_the_jwt_sub_claim() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn header_control_is_off_by_default() -> Result<()> {
     let bed = bed(json!({"rules": []})).start().await?;
     let r = bed
@@ -309,7 +322,6 @@ async fn header_control_is_off_by_default() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
     let key = "a-test-signing-key-of-at-least-32-bytes";
     let bed = bed(json!({"header_control": {"signing_key_env": KEY_ENV}, "rules": []}))
@@ -375,7 +387,6 @@ async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     let bed = bed(json!({"max_active_faults": 5, "rules": [{
         "name": "hold",
@@ -432,7 +443,6 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_rules_do_nothing() -> Result<()> {
     let bed = bed(json!({"rules": [
         {"name": "expired", "match": {"path": {"prefix": "/old"}}, "expires_at": "2020-01-01T00:00:00Z",
@@ -463,7 +473,6 @@ async fn expired_rules_do_nothing() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn response_faults_replace_the_upstream_status_at_the_configured_rate() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "flaky-callee",
@@ -506,7 +515,6 @@ async fn response_faults_replace_the_upstream_status_at_the_configured_rate() ->
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     let mut bed = bed(json!({"rules": [{
         "name": "long",
@@ -561,7 +569,6 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let cases = [
         (json!({"rules": [], "enabeld": true}), "enabeld"),
@@ -597,7 +604,6 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     let bed = Bed::builder().plugin(shipped("fault")?).start().await?;
     let http = bed.http();
@@ -616,7 +622,6 @@ async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_can_target_one_route_of_several() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "writes",
@@ -650,5 +655,4 @@ async fn faults_can_target_one_route_of_several() -> Result<()> {
         200
     );
     Ok(())
-}
 }

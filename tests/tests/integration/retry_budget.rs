@@ -164,9 +164,21 @@ async fn outage_run(builder: BedBuilder, concurrency: usize) -> Result<(Bed, Run
     Ok((bed, Run { hits, elapsed }))
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it,
+    with_ten_percent_errors_retries_still_happen_and_success_recovers,
+    the_budget_is_shared_by_all_workers,
+    an_exhausted_budget_allows_retries_again_after_ttl,
+    a_client_cannot_raise_its_retries_past_max_retries,
+    the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them,
+    a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to,
+    envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited,
+    dry_run_counts_what_it_would_do_and_changes_nothing,
+    the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy,
+    bad_configs_are_refused_with_the_field_named,
+    one_caller_cannot_spend_another_callers_retries,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() -> Result<()> {
     let config = json!({"side": "client", "max_retries": NUM_RETRIES, "report_interval_ms": 100});
     let limit = bound(N, 0.2, 10.0, 10.0);
@@ -255,7 +267,6 @@ async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_ten_percent_errors_retries_still_happen_and_success_recovers() -> Result<()> {
     // Every attempt fails with probability 0.1, independently (seeded).
     let flaky = |seed: u64| {
@@ -328,7 +339,6 @@ async fn connections_per_worker(envoy: &Envoy, workers: u32) -> Result<Vec<u64>>
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_budget_is_shared_by_all_workers() -> Result<()> {
     let config = json!({"side": "client", "max_retries": NUM_RETRIES});
     let limit = bound(N, 0.2, 10.0, 10.0);
@@ -365,7 +375,6 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     // ttl 2 s, floor 5/s → 10 retries always in the window.
     let bed = caller()
@@ -416,7 +425,6 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_cannot_raise_its_retries_past_max_retries() -> Result<()> {
     let bed = caller()
         .plugin(client_plugin(json!({"side": "client", "max_retries": 2})))
@@ -469,7 +477,6 @@ async fn chain(
     Ok((callee, caller))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() -> Result<()> {
     // The caller retries 503 and 429 alike: only x-envoy-ratelimited keeps it from retrying a
     // shed reply.
@@ -548,7 +555,6 @@ async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() ->
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Result<()> {
     // A gRPC error as servers send it: trailers-only (grpc-status in the headers), which is
     // what Envoy's router can retry on.
@@ -609,7 +615,6 @@ async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Res
 }
 
 /// Re-measures the platform fact the server side relies on, with no filter at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited() -> Result<()> {
     let bed = caller()
         .upstream(behaviour(|seen| match seen.path.as_str() {
@@ -654,7 +659,6 @@ async fn envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited() -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     let n = 500;
     // Client side.
@@ -705,7 +709,6 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Result<()> {
     // k8s/mesh: retries.attempts 2, retryOn connect-failure,refused-stream,unavailable,cancelled,503.
     let mesh_policy = json!({
@@ -732,7 +735,10 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     // Every request fails during the outage: the upstream's 503, or — when the callee's budget
     // window runs ahead of the caller's on a loaded machine — the callee shedding a retry (429).
     let statuses: std::collections::BTreeSet<u16> = got.iter().map(|r| r.status).collect();
-    assert!(statuses.iter().all(|s| *s == 503 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 503 || *s == 429),
+        "{statuses:?}"
+    );
     let hits = callee.upstream.hits();
     let limit = bound(n, 0.2, 10.0, 10.0);
     println!(
@@ -751,7 +757,6 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let cases = [
         (
@@ -791,7 +796,6 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
 /// (`x-envoy-attempt-count: 2`, what a caller retrying everything sends): they spend its share of
 /// the callee's budget and are shed beyond it — and the other caller's genuine retry still passes.
 /// With `per_caller: false` the same run leaves the other caller's retry shed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
     use meshwright_testbed::mesh::authn::downstream_mtls;
     use meshwright_testbed::mesh::certs::Ca;
@@ -804,8 +808,13 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
     for per_caller in [true, false] {
         let tls = downstream_mtls(&callee_id, &ca.pem());
         let callee = Bed::builder()
-            .plugin(server_plugin(json!({"side": "server", "per_caller": per_caller})))
-            .routes(move |l| l.route(Route::to_cluster("/", "backend")).transport_socket(tls))
+            .plugin(server_plugin(
+                json!({"side": "server", "per_caller": per_caller}),
+            ))
+            .routes(move |l| {
+                l.route(Route::to_cluster("/", "backend"))
+                    .transport_socket(tls)
+            })
             .start()
             .await?;
         // A caller's sidecar that passes the test's attempt count on (the router's own count
@@ -853,15 +862,15 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
             (90..=110).contains(&passed),
             "per_caller {per_caller}: {passed} of {claimed} claimed retries passed"
         );
-        let r = store
-            .http("main")
-            .get("/api/products/1", &retry)
-            .await?;
+        let r = store.http("main").get("/api/products/1", &retry).await?;
         other_callers_retry.push(r.status);
         let seen = callee.upstream.hits();
         assert_eq!(seen, passed + u64::from(r.status == 200));
         let d = dest(Side::Server);
-        assert_eq!(callee.envoy.stat(&d.retries_shed).await?, shed + u64::from(r.status == 429));
+        assert_eq!(
+            callee.envoy.stat(&d.retries_shed).await?,
+            shed + u64::from(r.status == 429)
+        );
     }
     assert_eq!(
         other_callers_retry,
@@ -869,7 +878,6 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
         "the other caller's retry: per caller it is paid, with one budget for all it is shed"
     );
     Ok(())
-}
 }
 
 /// Re-measures the platform fact the gateway relies on: with `include_request_attempt_count`
