@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A filter metric's name on `/stats`: Envoy puts plugin metrics (`meshwright.…`, as the
+/// filters' `stats` modules name them) in its `wasmcustom` namespace.
+pub fn wasmcustom(metric: &str) -> String {
+    format!("wasmcustom.{metric}")
+}
+
 /// How to run an Envoy.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -285,6 +291,12 @@ impl Envoy {
     /// One counter or gauge; 0 when it does not exist (yet).
     pub async fn stat(&self, name: &str) -> Result<u64> {
         Ok(self.stats().await?.get(name).copied().unwrap_or(0))
+    }
+
+    /// One of a filter's metrics, by the name its `stats` module builds
+    /// (`meshwright.fault.active_faults`); 0 when it does not exist (yet).
+    pub async fn metric(&self, metric: &str) -> Result<u64> {
+        self.stat(&wasmcustom(metric)).await
     }
 
     /// `/stats/prometheus`, as served.

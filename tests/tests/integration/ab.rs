@@ -7,6 +7,10 @@ use base64::Engine as _;
 use meshwright_ab::AbConfig;
 use meshwright_ab::bucket::choose;
 use meshwright_ab::overrides::sign;
+use meshwright_ab::stats::{
+    ExperimentMetricNames, VariantMetricNames, anonymous_ids_issued, overrides_rejected,
+    sticky_cookies_rejected,
+};
 use meshwright_testbed::client::{Http, Response};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
@@ -133,11 +137,8 @@ fn count(v: &[String], variant: &str) -> u64 {
     v.iter().filter(|x| *x == variant).count() as u64
 }
 
-async fn stat(bed: &Bed, name: &str) -> u64 {
-    bed.envoy
-        .stat(&format!("wasmcustom.meshwright.ab.{name}"))
-        .await
-        .unwrap()
+async fn stat(bed: &Bed, metric: &str) -> u64 {
+    bed.envoy.metric(metric).await.unwrap()
 }
 
 meshwright_testbed::in_both_forms!(
@@ -289,11 +290,11 @@ async fn ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move() -> 
 
     // Metrics per experiment and variant, labelled on /stats/prometheus.
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v2.assigned").await,
+        stat(&bed, &VariantMetricNames::new("product", "v2").assigned).await,
         3 * on_v2
     );
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v1.assigned").await,
+        stat(&bed, &VariantMetricNames::new("product", "v1").assigned).await,
         3 * (n as u64 - on_v2)
     );
     let prom = bed.envoy.prometheus().await?;
@@ -391,7 +392,11 @@ async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
         .await?;
     assert_eq!(seen(&r), ("backend".to_owned(), None, None));
     assert_eq!(
-        stat(&bed, "experiment.product.client_header_removed").await,
+        stat(
+            &bed,
+            &ExperimentMetricNames::new("product").client_header_removed
+        )
+        .await,
         2
     );
     // Several baggage headers (allowed by the W3C spec): every member of each is kept.
@@ -454,9 +459,9 @@ async fn overrides_work_only_when_enabled_and_allowed() -> Result<()> {
         let (v, _) = as_user(&http, "mallory", &[("x-ab-override", &value)]).await?;
         assert_eq!(v, "v1", "{what} override must be refused");
     }
-    assert_eq!(stat(&bed, "overrides_rejected").await, 5);
+    assert_eq!(stat(&bed, &overrides_rejected()).await, 5);
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v2.overridden").await,
+        stat(&bed, &VariantMetricNames::new("product", "v2").overridden).await,
         2
     );
     drop(bed);
@@ -550,7 +555,7 @@ async fn identity_is_read_in_order_with_an_anonymous_cookie_last() -> Result<()>
         assert_eq!(again, upstream);
         assert!(r.header("set-cookie").is_none());
     }
-    assert_eq!(stat(&bed, "anonymous_ids_issued").await, 1);
+    assert_eq!(stat(&bed, &anonymous_ids_issued()).await, 1);
     Ok(())
 }
 
@@ -592,8 +597,11 @@ async fn a_sticky_cookie_holds_a_user_through_a_ramp_down() -> Result<()> {
         .unwrap();
     let (v, _) = as_user(&http, &target, &[("cookie", &tampered)]).await?;
     assert_eq!(v, "v1", "an unsigned sticky cookie is ignored");
-    assert_eq!(stat(&bed, "experiment.product.variant.v2.sticky").await, 1);
-    assert!(stat(&bed, "sticky_cookies_rejected").await >= 1);
+    assert_eq!(
+        stat(&bed, &VariantMetricNames::new("product", "v2").sticky).await,
+        1
+    );
+    assert!(stat(&bed, &sticky_cookies_rejected()).await >= 1);
     Ok(())
 }
 

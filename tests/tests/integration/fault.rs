@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use bytes::Bytes;
+use meshwright_fault::config::HEADER_CONTROL_RULE;
 use meshwright_fault::control;
+use meshwright_fault::stats::{RuleMetricNames, active_faults, header_control_rejected};
 use meshwright_testbed::client::{Http, grpc_unary, grpc_unary_with};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, K_SD, fan_out};
@@ -23,10 +25,6 @@ fn fault(config: Value) -> WasmPlugin {
 
 fn bed(config: Value) -> BedBuilder {
     Bed::builder().plugin(fault(config))
-}
-
-fn rule_stat(rule: &str, stat: &str) -> String {
-    format!("wasmcustom.meshwright.fault.rule.{rule}.{stat}")
 }
 
 fn unix_now() -> u64 {
@@ -91,7 +89,7 @@ async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted(
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("ten-percent", "aborts_injected"))
+            .metric(&RuleMetricNames::new("ten-percent").aborts_injected)
             .await?,
         aborted
     );
@@ -101,12 +99,7 @@ async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted(
         prom.lines().any(|l| l == line),
         "{line} not on /stats/prometheus"
     );
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     Ok(())
 }
 
@@ -166,7 +159,7 @@ async fn a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests() -> Re
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("slow", "delays_injected"))
+            .metric(&RuleMetricNames::new("slow").delays_injected)
             .await?,
         20
     );
@@ -202,7 +195,7 @@ async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<(
     assert_eq!(bed.upstream.hits(), 1);
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("grpc-unavailable", "aborts_injected"))
+            .metric(&RuleMetricNames::new("grpc-unavailable").aborts_injected)
             .await?,
         1
     );
@@ -234,7 +227,7 @@ async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Re
     assert_eq!(bed.upstream.hits(), 0);
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("header-control", "aborts_injected"))
+            .metric(&RuleMetricNames::new(HEADER_CONTROL_RULE).aborts_injected)
             .await?,
         1
     );
@@ -362,15 +355,10 @@ async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
         "value changed after signing"
     );
     assert_eq!(status(Some(valid), "418").await, 418, "valid signature");
+    assert_eq!(bed.envoy.metric(&header_control_rejected()).await?, 4);
     assert_eq!(
         bed.envoy
-            .stat("wasmcustom.meshwright.fault.header_control_rejected")
-            .await?,
-        4
-    );
-    assert_eq!(
-        bed.envoy
-            .stat(&rule_stat("header-control", "aborts_injected"))
+            .metric(&RuleMetricNames::new(HEADER_CONTROL_RULE).aborts_injected)
             .await?,
         1
     );
@@ -405,11 +393,7 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     }));
     let mut peak = 0;
     while !load.is_finished() {
-        peak = peak.max(
-            bed.envoy
-                .stat("wasmcustom.meshwright.fault.active_faults")
-                .await?,
-        );
+        peak = peak.max(bed.envoy.metric(&active_faults()).await?);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let results = load.await?;
@@ -420,11 +404,11 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
         .count() as u64;
     let injected = bed
         .envoy
-        .stat(&rule_stat("hold", "delays_injected"))
+        .metric(&RuleMetricNames::new("hold").delays_injected)
         .await?;
     let overflow = bed
         .envoy
-        .stat(&rule_stat("hold", "faults_overflow"))
+        .metric(&RuleMetricNames::new("hold").faults_overflow)
         .await?;
     println!("peak active {peak}, delayed {delayed}, injected {injected}, overflow {overflow}");
     assert!(peak <= 5, "active faults peaked at {peak}");
@@ -434,12 +418,7 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     );
     assert!(injected >= 1);
     assert_eq!(injected + overflow, 40);
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     Ok(())
 }
 
@@ -466,7 +445,7 @@ async fn expired_rules_do_nothing() -> Result<()> {
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("expired", "aborts_injected"))
+            .metric(&RuleMetricNames::new("expired").aborts_injected)
             .await?,
         0
     );
@@ -508,7 +487,7 @@ async fn response_faults_replace_the_upstream_status_at_the_configured_rate() ->
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("flaky-callee", "response_faults_injected"))
+            .metric(&RuleMetricNames::new("flaky-callee").response_faults_injected)
             .await?,
         replaced.len() as u64
     );
@@ -534,12 +513,7 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     // Let every delay run out (the tick would act on the departed streams now).
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(bed.envoy.is_running());
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     assert!(
         statuses(&bed.http(), "/after", 200, &[])
             .await
@@ -548,13 +522,13 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("long", "delays_injected"))
+            .metric(&RuleMetricNames::new("long").delays_injected)
             .await?,
         20
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("long", "aborts_injected"))
+            .metric(&RuleMetricNames::new("long").aborts_injected)
             .await?,
         0,
         "nobody was left to abort"

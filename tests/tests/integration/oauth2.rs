@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use meshwright_oauth2::idp::{Expect, parse_jwks};
 use meshwright_oauth2::seal::KeyRing;
 use meshwright_oauth2::session::{Session, seal_json};
+use meshwright_oauth2::stats::{COUNTERS, counter, login_failed, token_error};
 use meshwright_testbed::agent::{Agent, login_until, login_via_idp};
 use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
 use meshwright_testbed::load::fan_out;
@@ -131,11 +132,10 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// A filter-wide counter, by its name in `stats::COUNTERS`.
     async fn stat(&self, name: &str) -> Result<u64> {
-        self.bed
-            .envoy
-            .stat(&format!("wasmcustom.meshwright.oauth2.{name}"))
-            .await
+        assert!(COUNTERS.contains(&name), "no oauth2 counter {name}");
+        self.bed.envoy.metric(&counter(name)).await
     }
 
     /// The IdP's current JWKS.
@@ -450,8 +450,9 @@ async fn a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error() -> R
     .await?;
     let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
     assert_eq!(page.status, 502, "{}", page.text());
-    assert_eq!(gw.stat("reason.invalid_client.token_errors").await?, 1);
-    assert_eq!(gw.stat("reason.token_endpoint.logins_failed").await?, 1);
+    let envoy = &gw.bed.envoy;
+    assert_eq!(envoy.metric(&token_error("invalid_client")).await?, 1);
+    assert_eq!(envoy.metric(&login_failed("token_endpoint")).await?, 1);
     let logged = gw
         .bed
         .envoy
@@ -760,13 +761,7 @@ async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refre
         refused, 1,
         "the spent refresh token was sent once, not once per request"
     );
-    assert_eq!(
-        second
-            .envoy
-            .stat("wasmcustom.meshwright.oauth2.refresh_failures")
-            .await?,
-        1
-    );
+    assert_eq!(second.envoy.metric(&counter("refresh_failures")).await?, 1);
     // The browser brings the newer cookie to replica 2: it is used as it is.
     let r = get(second.http(), api(&new_cookie)).await?;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1091,14 +1086,7 @@ async fn login_fails_with(rule: Value, reason: &str) -> Result<()> {
         page.text()
     );
     assert!(page.text().contains(reason), "{}", page.text());
-    assert_eq!(
-        bed.envoy
-            .stat(&format!(
-                "wasmcustom.meshwright.oauth2.reason.{reason}.logins_failed"
-            ))
-            .await?,
-        1
-    );
+    assert_eq!(bed.envoy.metric(&login_failed(reason)).await?, 1);
     assert!(statuses_ok(bed).await);
     Ok(())
 }
@@ -1129,12 +1117,7 @@ async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
     let bed = &gw.bed;
     let r = Agent::new().get(&gw.url("/")).await?;
     assert_eq!(r.status, 503);
-    assert!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.oauth2.jwks_failures")
-            .await?
-            >= 1
-    );
+    assert!(bed.envoy.metric(&counter("jwks_failures")).await? >= 1);
     assert!(statuses_ok(bed).await, "Envoy and the filter keep serving");
     Ok(())
 }

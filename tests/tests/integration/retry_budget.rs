@@ -104,37 +104,15 @@ async fn drive(
 
 fn dest(side: Side) -> DestinationMetricNames {
     // Destination `cluster` (the default): the test bed's cluster is `backend`.
-    let n = DestinationMetricNames::new(side, "backend");
-    let w = |s: String| format!("wasmcustom.{s}");
-    DestinationMetricNames {
-        requests: w(n.requests),
-        retries: w(n.retries),
-        retries_granted: w(n.retries_granted),
-        retries_denied: w(n.retries_denied),
-        retries_over_budget: w(n.retries_over_budget),
-        retries_shed: w(n.retries_shed),
-        budget: w(n.budget),
-    }
+    DestinationMetricNames::new(side, "backend")
 }
 
-fn side(side: Side) -> SideMetricNames {
-    let n = SideMetricNames::new(side);
-    let w = |s: String| format!("wasmcustom.{s}");
-    SideMetricNames {
-        cas_conflicts: w(n.cas_conflicts),
-        state_errors: w(n.state_errors),
-        state_resets: w(n.state_resets),
-        destinations_overflow: w(n.destinations_overflow),
-        attempts_unknown: w(n.attempts_unknown),
-    }
-}
-
-/// Waits (up to 3 s) until stat `name` reads `want` — settlements are counted when a stream's
+/// Waits (up to 3 s) until metric `name` reads `want` — settlements are counted when a stream's
 /// log phase runs, just after the client has its response — and returns what it last read.
 async fn settled(envoy: &Envoy, name: &str, want: u64) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let v = envoy.stat(name).await?;
+        let v = envoy.metric(name).await?;
         if v == want || Instant::now() > deadline {
             return Ok(v);
         }
@@ -211,19 +189,30 @@ async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() 
         let d = dest(Side::Client);
         let e = &bed.envoy;
         let retries = ours.hits - N;
-        assert_eq!(e.stat(&d.requests).await?, N);
+        assert_eq!(e.metric(&d.requests).await?, N);
         assert_eq!(settled(e, &d.retries, retries).await?, retries);
         assert_eq!(
-            e.stat(&d.retries_granted).await?,
+            e.metric(&d.retries_granted).await?,
             retries,
             "every grant was used"
         );
-        assert_eq!(e.stat(&d.retries_denied).await?, NUM_RETRIES * N - retries);
-        assert_eq!(e.stat(&side(Side::Client).attempts_unknown).await?, 0);
-        assert_eq!(e.stat(&side(Side::Client).state_errors).await?, 0);
+        assert_eq!(
+            e.metric(&d.retries_denied).await?,
+            NUM_RETRIES * N - retries
+        );
+        assert_eq!(
+            e.metric(&SideMetricNames::new(Side::Client).attempts_unknown)
+                .await?,
+            0
+        );
+        assert_eq!(
+            e.metric(&SideMetricNames::new(Side::Client).state_errors)
+                .await?,
+            0
+        );
         // The gauge: nothing left.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(e.stat(&d.budget).await?, 0);
+        assert_eq!(e.metric(&d.budget).await?, 0);
         let prom = e.prometheus().await?;
         let line = format!(
             "meshwright_retry_budget_destination_retries_granted{{side=\"client\",destination=\"backend\"}} {retries}"
@@ -309,11 +298,11 @@ async fn with_ten_percent_errors_retries_still_happen_and_success_recovers() -> 
             let e = &bed.envoy;
             assert_eq!(settled(e, &d.retries, retries).await?, retries);
             assert_eq!(
-                e.stat(&d.retries_denied).await?,
+                e.metric(&d.retries_denied).await?,
                 0,
                 "healthy retrying was starved"
             );
-            assert_eq!(e.stat(&d.retries_granted).await?, NUM_RETRIES * N);
+            assert_eq!(e.metric(&d.retries_granted).await?, NUM_RETRIES * N);
         }
     }
     println!(
@@ -351,8 +340,8 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
             });
         let (bed, run) = outage_run(builder, 32).await?;
         let per_worker = connections_per_worker(&bed.envoy, workers).await?;
-        let s = side(Side::Client);
-        let conflicts = bed.envoy.stat(&s.cas_conflicts).await?;
+        let s = SideMetricNames::new(Side::Client);
+        let conflicts = bed.envoy.metric(&s.cas_conflicts).await?;
         println!(
             "{workers} worker(s): {} upstream requests (bound {limit}) in {:.2} s; connections per worker {per_worker:?}; \
              CAS conflicts {conflicts} ({:.2} % of {N} updates)",
@@ -370,7 +359,7 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
             "{} upstream requests with {workers} worker(s), budget {limit}",
             run.hits
         );
-        assert_eq!(bed.envoy.stat(&s.state_errors).await?, 0);
+        assert_eq!(bed.envoy.metric(&s.state_errors).await?, 0);
     }
     Ok(())
 }
@@ -400,7 +389,7 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        bed.envoy.stat(&d.budget).await?,
+        bed.envoy.metric(&d.budget).await?,
         0,
         "the outage spent the budget"
     );
@@ -414,7 +403,11 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
 
     // After ttl everything has expired but the floor.
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    assert_eq!(bed.envoy.stat(&d.budget).await?, 10, "the floor, 5/s × 2 s");
+    assert_eq!(
+        bed.envoy.metric(&d.budget).await?,
+        10,
+        "the floor, 5/s × 2 s"
+    );
     let before = bed.upstream.hits();
     assert_eq!(http.get("/probe", &[]).await?.status, 503);
     assert_eq!(hits(before), 1 + NUM_RETRIES, "retries are allowed again");
@@ -528,10 +521,10 @@ async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() ->
 
     let d = dest(Side::Server);
     let e = &callee.envoy;
-    let retries_seen = e.stat(&d.retries).await?;
-    let shed = e.stat(&d.retries_shed).await?;
-    assert_eq!(e.stat(&d.requests).await?, N + retries_seen);
-    assert_eq!(e.stat(&d.retries_over_budget).await?, shed);
+    let retries_seen = e.metric(&d.retries).await?;
+    let shed = e.metric(&d.retries_shed).await?;
+    assert_eq!(e.metric(&d.requests).await?, N + retries_seen);
+    assert_eq!(e.metric(&d.retries_over_budget).await?, shed);
     assert_eq!(
         retries_seen - shed,
         hits - N,
@@ -590,7 +583,10 @@ async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Res
     assert_eq!(callee.upstream.hits(), 1);
     assert_eq!(caller.stat("cluster.backend.upstream_rq_retry").await?, 1);
     assert_eq!(
-        callee.envoy.stat(&dest(Side::Server).retries_shed).await?,
+        callee
+            .envoy
+            .metric(&dest(Side::Server).retries_shed)
+            .await?,
         1
     );
     // The reply as a gRPC client receives it (trailers-only, so its headers are the trailers).
@@ -677,13 +673,16 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     );
     let d = dest(Side::Client);
     let e = &bed.envoy;
-    let granted = e.stat(&d.retries_granted).await?;
+    let granted = e.metric(&d.retries_granted).await?;
     let limit = bound(n, 0.2, 10.0, 10.0) - n;
     assert!(
         granted <= limit && granted >= limit - 1,
         "{granted} granted, budget {limit}"
     );
-    assert_eq!(e.stat(&d.retries_denied).await?, NUM_RETRIES * n - granted);
+    assert_eq!(
+        e.metric(&d.retries_denied).await?,
+        NUM_RETRIES * n - granted
+    );
     assert_eq!(settled(e, &d.retries, 3 * n).await?, 3 * n);
 
     // Server side.
@@ -699,13 +698,13 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     assert_eq!(callee.upstream.hits(), 4 * n, "dry run shed something");
     let d = dest(Side::Server);
     let e = &callee.envoy;
-    assert_eq!(e.stat(&d.retries).await?, 3 * n);
-    let over = e.stat(&d.retries_over_budget).await?;
+    assert_eq!(e.metric(&d.retries).await?, 3 * n);
+    let over = e.metric(&d.retries_over_budget).await?;
     assert!(
         over >= 3 * n - limit && over <= 3 * n - limit + 1,
         "{over} over budget"
     );
-    assert_eq!(e.stat(&d.retries_shed).await?, 0);
+    assert_eq!(e.metric(&d.retries_shed).await?, 0);
     Ok(())
 }
 
@@ -747,13 +746,16 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     );
     assert!(hits <= limit, "{hits} > {limit}");
     // The caller's budget spent itself first; the callee admitted every retry it got.
-    assert!(caller.stat(&dest(Side::Client).retries_granted).await? > 0);
+    assert!(caller.metric(&dest(Side::Client).retries_granted).await? > 0);
     assert_eq!(
-        callee.envoy.stat(&dest(Side::Server).retries_shed).await?,
+        callee
+            .envoy
+            .metric(&dest(Side::Server).retries_shed)
+            .await?,
         0
     );
-    assert_eq!(caller.stat(&dest(Side::Server).requests).await?, 0);
-    assert_eq!(callee.envoy.stat(&dest(Side::Client).requests).await?, 0);
+    assert_eq!(caller.metric(&dest(Side::Server).requests).await?, 0);
+    assert_eq!(callee.envoy.metric(&dest(Side::Client).requests).await?, 0);
     Ok(())
 }
 
@@ -868,7 +870,7 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
         assert_eq!(seen, passed + u64::from(r.status == 200));
         let d = dest(Side::Server);
         assert_eq!(
-            callee.envoy.stat(&d.retries_shed).await?,
+            callee.envoy.metric(&d.retries_shed).await?,
             shed + u64::from(r.status == 429)
         );
     }
