@@ -15,6 +15,7 @@ use meshwright_oauth2::stats as oauth2_stats;
 use meshwright_retry::config::Side;
 use meshwright_retry::stats::DestinationMetricNames;
 use meshwright_testbed::envoy::wasmcustom;
+use meshwright_testbed::mesh::routes::mesh_retry_policy;
 use meshwright_testbed::paths;
 use meshwright_testbed::render::{gateway_labels, workload_labels};
 use meshwright_testbed::wasmplugin;
@@ -32,11 +33,7 @@ pub const IDP_CLUSTER: &str = "idp";
 /// Route retries of every variant: Istio's mesh retry conditions, one attempt more than the
 /// client-side retry budget's `max_retries` (2), so a probe can see the budget's limit bite.
 pub fn route_retry_policy() -> Value {
-    json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
-        "num_retries": 3,
-    })
+    mesh_retry_policy(3)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -13,6 +13,7 @@ use meshwright_testbed::client::{Http, grpc_unary};
 use meshwright_testbed::envoy::{Envoy, Options};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
+use meshwright_testbed::mesh::routes::mesh_retry_policy;
 use meshwright_testbed::render::{Cluster, Route, workload_labels};
 use meshwright_testbed::upstream::Reply;
 use meshwright_testbed::wasmplugin::{WasmPlugin, WorkloadMode, shipped};
@@ -710,11 +711,7 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
 
 async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Result<()> {
     // k8s/mesh: retries.attempts 2, retryOn connect-failure,refused-stream,unavailable,cancelled,503.
-    let mesh_policy = json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
-        "num_retries": 2,
-    });
+    let mesh_policy = mesh_retry_policy(2);
     let callee = Bed::builder()
         .plugin(shipped("retry-budget-server")?)
         .plugin(shipped("retry-budget-client")?) // CLIENT only: not attached inbound
