@@ -73,14 +73,6 @@ impl<T> Parked<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.0.try_borrow().map_or(0, |i| i.streams.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes the streams due at `now_ms` out of the list; call from the root context's
     /// `on_tick`, then act on each (e.g. [`resume`]). Stops the fast tick when nothing is left.
     ///
