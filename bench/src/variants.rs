@@ -501,6 +501,16 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
         )
         .expect(expect_retry(Side::Client)),
         Variant::new(
+            "retry-client-authority",
+            "retry budget, client side, a budget per :authority",
+            Filter,
+            Sidecar,
+            Chain::Plugins(vec![retry_client.clone().edit_plugin_config(|c| {
+                c["destination"] = json!("authority");
+            })]),
+        )
+        .expect(expect_retry(Side::Client)),
+        Variant::new(
             "retry-server",
             "retry budget, server side, first attempts",
             Filter,

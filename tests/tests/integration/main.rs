@@ -18,6 +18,5 @@ mod oauth2;
 mod processes;
 mod render;
 mod retry_budget;
-mod retry_budget_cost;
 mod shop_mesh;
 mod version_matrix;
