@@ -255,6 +255,10 @@ impl Envoy {
     }
 
     /// The bound address of listener `name`.
+    #[allow(
+        clippy::panic,
+        reason = "a listener the config does not have is the caller's bug, not a runtime condition"
+    )]
     pub fn listener(&self, name: &str) -> SocketAddr {
         match self.listeners.get(name) {
             Some(a) => *a,
@@ -414,5 +418,7 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all.get(all.len().saturating_sub(lines)..)
+        .unwrap_or_default()
+        .join("\n")
 }
