@@ -24,6 +24,7 @@ mod idp_tls;
 mod images;
 mod manifests;
 mod mesh_render;
+mod metrics_docs;
 mod oauth2;
 mod processes;
 mod render;
