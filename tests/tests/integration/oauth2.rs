@@ -132,6 +132,17 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// Logs `user` in at the IdP as `agent` from `path`, up to the IdP's redirect back: the
+    /// callback URL, not yet followed.
+    async fn callback_url(&self, agent: &Agent, path: &str, user: &str) -> Result<url::Url> {
+        let callback = self.url("/oauth2/callback");
+        let (_, redirect) = login_until(agent, &self.url(path), user, Some(&callback)).await?;
+        let location = redirect
+            .header("location")
+            .context("redirect to the callback")?;
+        Ok(url::Url::parse(&self.idp.issuer)?.join(location)?)
+    }
+
     /// A filter-wide counter, by its name in `stats::COUNTERS`.
     async fn stat(&self, name: &str) -> Result<u64> {
         assert!(COUNTERS.contains(&name), "no oauth2 counter {name}");
@@ -277,17 +288,7 @@ async fn claims_in_the_id_token_need_no_userinfo_call() -> Result<()> {
 async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
-    let (_, redirect) = login_until(
-        &agent,
-        &gw.url("/"),
-        "mallory",
-        Some(&gw.url("/oauth2/callback")),
-    )
-    .await?;
-    let location = redirect
-        .header("location")
-        .context("redirect to the callback")?;
-    let genuine = url::Url::parse(&gw.idp.issuer)?.join(location)?;
+    let genuine = gw.callback_url(&agent, "/", "mallory").await?;
     for i in 0..30 {
         let mut forged = genuine.clone();
         forged
@@ -407,17 +408,7 @@ async fn a_callback_without_the_advertised_iss_is_refused() -> Result<()> {
         true
     );
     let agent = Agent::new();
-    let (_, redirect) = login_until(
-        &agent,
-        &gw.url("/orders"),
-        "dave",
-        Some(&gw.url("/oauth2/callback")),
-    )
-    .await?;
-    let location = redirect
-        .header("location")
-        .context("redirect to the callback")?;
-    let callback = url::Url::parse(&gw.idp.issuer)?.join(location)?;
+    let callback = gw.callback_url(&agent, "/orders", "dave").await?;
     assert!(
         callback
             .query_pairs()
@@ -632,19 +623,9 @@ async fn attacks_are_refused() -> Result<()> {
         .await?;
     assert_eq!(forged.status, 400);
     let replay = Agent::new();
-    let (_, redirect) = login_until(
-        &replay,
-        &gw.url("/orders"),
-        "carol",
-        Some(&gw.url("/oauth2/callback")),
-    )
-    .await?;
-    let location = redirect
-        .header("location")
-        .context("redirect to the callback")?
-        .to_owned();
-    let callback = url::Url::parse(&gw.idp.issuer)?
-        .join(&location)?
+    let callback = gw
+        .callback_url(&replay, "/orders", "carol")
+        .await?
         .to_string();
     assert!(
         callback.starts_with(&gw.url("/oauth2/callback?")),
