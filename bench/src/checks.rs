@@ -107,11 +107,11 @@ impl HeaderCheck {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StatCheck {
-    /// The sum of the counters named `prefix…suffix` (any of `suffixes`) grows by exactly
-    /// `per_request` × the requests of the run (0: must not grow).
+    /// The sum of the counters matching any of `names` grows by exactly `per_request` × the
+    /// requests of the run (0: must not grow). A `*` segment of a name matches any one segment:
+    /// `RuleMetricNames::new("*").aborts_injected` is every fault rule's aborts.
     PerRequest {
-        prefix: String,
-        suffixes: Vec<String>,
+        names: Vec<String>,
         per_request: u64,
     },
     /// A stat with this exact name exists (the filter is in the chain).
@@ -119,10 +119,9 @@ pub enum StatCheck {
 }
 
 impl StatCheck {
-    pub fn per_request(prefix: &str, suffixes: &[&str], per_request: u64) -> Self {
+    pub fn per_request<S: AsRef<str>>(names: &[S], per_request: u64) -> Self {
         Self::PerRequest {
-            prefix: prefix.to_owned(),
-            suffixes: suffixes.iter().map(|s| (*s).to_owned()).collect(),
+            names: names.iter().map(|n| n.as_ref().to_owned()).collect(),
             per_request,
         }
     }
@@ -136,12 +135,9 @@ impl StatCheck {
     /// The sum this check watches (0 for [`Self::Present`]).
     pub fn sum(&self, stats: &BTreeMap<String, u64>) -> u64 {
         match self {
-            Self::PerRequest {
-                prefix, suffixes, ..
-            } => stats
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                .filter(|(k, _)| suffixes.iter().any(|s| k.ends_with(s.as_str())))
+            Self::PerRequest { names, .. } => stats
+                .iter()
+                .filter(|(k, _)| names.iter().any(|n| matches(n, k)))
                 .map(|(_, v)| *v)
                 .sum(),
             Self::Present { .. } => 0,
@@ -180,19 +176,22 @@ impl StatCheck {
 
     pub fn describe(&self) -> String {
         match self {
-            Self::PerRequest {
-                prefix,
-                suffixes,
-                per_request,
-            } => {
-                let names = if suffixes.len() == 1 {
-                    format!("{prefix}…{}", suffixes.concat())
-                } else {
-                    format!("{prefix}…{{{}}}", suffixes.join(","))
-                };
-                format!("stat {names} +{per_request}/request")
+            Self::PerRequest { names, per_request } => {
+                format!("stat {} +{per_request}/request", names.join(" + "))
             }
             Self::Present { name } => format!("stat {name} exists"),
+        }
+    }
+}
+
+/// Whether stat `name` is `pattern`, a `*` segment of `pattern` standing for any one segment.
+fn matches(pattern: &str, name: &str) -> bool {
+    let (mut p, mut n) = (pattern.split('.'), name.split('.'));
+    loop {
+        match (p.next(), n.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == "*" || a == b => {}
+            _ => return false,
         }
     }
 }
@@ -263,6 +262,9 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwright_ab::stats::VariantMetricNames;
+    use meshwright_fault::stats::RuleMetricNames;
+    use meshwright_testbed::envoy::wasmcustom;
 
     fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = pairs
@@ -304,37 +306,38 @@ mod tests {
 
     #[test]
     fn stat_checks_sum_matching_counters() {
+        let assigned = |v: &str| wasmcustom(&VariantMetricNames::new("product", v).assigned);
         let before: BTreeMap<String, u64> = [
+            (assigned("v1"), 5),
             (
-                "wasmcustom.meshwright.ab.experiment.product.variant.v1.assigned",
-                5,
-            ),
-            (
-                "wasmcustom.meshwright.ab.experiment.product.variant.v1.sticky",
+                wasmcustom(&VariantMetricNames::new("product", "v1").sticky),
                 5,
             ),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let mut after = before.clone();
-        after.insert(
-            "wasmcustom.meshwright.ab.experiment.product.variant.v1.assigned".into(),
-            15,
-        );
-        after.insert(
-            "wasmcustom.meshwright.ab.experiment.product.variant.v2.assigned".into(),
-            10,
-        );
-        let c = StatCheck::per_request("wasmcustom.meshwright.ab.experiment.", &[".assigned"], 1);
+        after.insert(assigned("v1"), 15);
+        after.insert(assigned("v2"), 10);
+        let c = StatCheck::per_request(&[assigned("*")], 1);
         assert!(c.verify(&before, &after, 20).is_ok());
         assert!(c.verify(&before, &after, 19).is_err());
-        let none = StatCheck::per_request("wasmcustom.meshwright.fault.", &["aborts_injected"], 0);
+        let none =
+            StatCheck::per_request(&[wasmcustom(&RuleMetricNames::new("*").aborts_injected)], 0);
         assert!(none.verify(&before, &after, 20).is_ok());
         assert!(
             StatCheck::present("http.main.fault.aborts_injected")
                 .verify(&before, &after, 1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_star_segment_matches_one_segment() {
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(matches("a.b.c", "a.b.c"));
+        assert!(!matches("a.*.c", "a.b.b.c"));
+        assert!(!matches("a.*", "a"));
+        assert!(!matches("a.*.c", "a.b.cd"));
     }
 }

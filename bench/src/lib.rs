@@ -8,10 +8,12 @@
 //! - [`checks`]: how every request is checked;
 //! - [`runner`]: one variant in a real Envoy (the test bed's), measured with h2load;
 //! - [`footprint`]: start-to-ready time and memory;
+//! - [`contention`]: the retry budget's shared-data write conflicts at 2 workers;
 //! - [`instructions`]: instructions per request under callgrind (`--instructions`);
 //! - [`report`], [`targets`]: JSON, Markdown, SVG, README section; the targets.
 
 pub mod checks;
+pub mod contention;
 pub mod fixtures;
 pub mod footprint;
 pub mod h2load;
@@ -55,6 +57,8 @@ pub struct Options {
     pub footprint_rounds: usize,
     /// Footprint only for these variant ids (`None`: the [`FOOTPRINT`] list and the bundle's).
     pub footprint_only: Option<Vec<String>>,
+    /// Requests per retry-budget variant at 2 workers, for its write conflicts ([`contention`]).
+    pub contention_requests: u64,
     /// Only variants whose id contains one of these (the bare Envoys they need are added).
     pub only: Vec<String>,
     /// Where latest.{json,md,svg} go.
@@ -80,6 +84,7 @@ impl Options {
             warm_up_requests: 4_000,
             footprint_rounds: 3,
             footprint_only: None,
+            contention_requests: 100_000,
             only: Vec::new(),
             out_dir: paths::root().join("bench").join("results"),
             update_readme: true,
@@ -97,6 +102,7 @@ impl Options {
             latency_requests: 300,
             warm_up_requests: 1_000,
             footprint_rounds: 1,
+            contention_requests: 20_000,
             ..Self::full()
         }
     }
@@ -114,6 +120,7 @@ impl Options {
             footprint_rounds: 1,
             // Enough to run the code: a bare Envoy and one with a module.
             footprint_only: Some(vec!["bare-session".into(), "oauth2".into()]),
+            contention_requests: 200,
             only: Vec::new(),
             out_dir,
             update_readme: false,
@@ -130,6 +137,7 @@ impl Options {
             latency_requests: self.latency_requests,
             latency_rps: self.latency_rps,
             footprint_rounds: self.footprint_rounds,
+            contention_requests: self.contention_requests,
         }
     }
 }
@@ -429,6 +437,21 @@ pub async fn run(opts: &Options) -> Result<Report> {
     );
     let footprint =
         footprint::measure(&footprint_variants, &fx, &placement, opts.footprint_rounds).await;
+    let contention_variants: Vec<&Variant> = all
+        .iter()
+        .filter(|v| ok_ids.contains(&v.id.as_str()))
+        .collect();
+    eprintln!(
+        "bench: retry budget write conflicts at {} workers",
+        footprint::WORKERS
+    );
+    let contention = contention::measure(
+        &contention_variants,
+        &fx,
+        &placement,
+        opts.contention_requests,
+    )
+    .await;
 
     machine.loadavg_end = machine::loadavg();
     let results: Vec<VariantResult> = slots.into_iter().map(|s| s.result).collect();
@@ -461,6 +484,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         skipped,
         modules,
         footprint,
+        contention,
         targets,
     };
     report.write(&opts.out_dir)?;

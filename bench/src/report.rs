@@ -1,6 +1,7 @@
 //! The results: a JSON file, a Markdown table, an SVG chart, and the README's performance
 //! section.
 
+use crate::contention::Contention;
 use crate::fixtures::Profile;
 use crate::footprint::Footprint;
 use crate::machine::{Machine, ModuleSize};
@@ -20,6 +21,7 @@ pub struct Settings {
     pub latency_requests: u64,
     pub latency_rps: u64,
     pub footprint_rounds: usize,
+    pub contention_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +115,7 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     pub modules: Vec<ModuleSize>,
     pub footprint: Vec<Footprint>,
+    pub contention: Vec<Contention>,
     pub targets: Vec<TargetResult>,
 }
 
@@ -194,6 +197,14 @@ impl Report {
             crate::footprint::WORKERS
         );
         md.push_str(&self.footprint_table());
+        if !self.contention.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Retry budget write conflicts, {} workers\n",
+                crate::footprint::WORKERS
+            );
+            md.push_str(&self.contention_table());
+        }
         let _ = writeln!(md, "\n## Requests\n");
         let _ = writeln!(
             md,
@@ -360,6 +371,34 @@ impl Report {
                 s(&f.ready_ms),
                 s(&f.rss_mib)
             );
+        }
+        md
+    }
+
+    fn contention_table(&self) -> String {
+        let mut md = format!(
+            "Both workers update one destination's budget on every request ({} connections, as \
+             fast as Envoy answers); a write that lost the race with the other worker is redone.\n\n\
+             | variant | requests | req/s | CAS conflicts | per request | state errors |\n\
+             |---|--:|--:|--:|--:|--:|\n",
+            crate::contention::CONNECTIONS
+        );
+        for c in &self.contention {
+            match (&c.error, c.requests_per_s, c.cas_conflicts, c.state_errors) {
+                (None, Some(rps), Some(conflicts), Some(errors)) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {rps:.0} | {conflicts} | {:.3} % | {errors} |",
+                        c.name,
+                        c.requests,
+                        conflicts as f64 * 100.0 / c.requests.max(1) as f64
+                    );
+                }
+                (e, ..) => {
+                    let e = e.as_deref().unwrap_or("no result").replace('|', "/");
+                    let _ = writeln!(md, "| {} | {} | failed: {e} | | | |", c.name, c.requests);
+                }
+            }
         }
         md
     }

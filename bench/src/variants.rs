@@ -9,13 +9,20 @@ use crate::checks::{HeaderCheck, PROBE_503, Probe, StatCheck};
 use crate::fixtures::{self, AB_UID, EMAIL, Fixtures, Profile, SUB};
 use crate::native;
 use anyhow::{Context, Result, bail};
+use meshwright_ab::stats::VariantMetricNames;
+use meshwright_fault::stats::{self as fault_stats, RuleMetricNames};
+use meshwright_oauth2::stats as oauth2_stats;
+use meshwright_retry::config::Side;
+use meshwright_retry::stats::DestinationMetricNames;
+use meshwright_testbed::envoy::wasmcustom;
+use meshwright_testbed::mesh::routes::mesh_retry_policy;
 use meshwright_testbed::paths;
 use meshwright_testbed::render::{gateway_labels, workload_labels};
 use meshwright_testbed::wasmplugin;
 use meshwright_testbed::wasmplugin::{
     Overlay, WasmPlugin, WorkloadMode, chain as istio_chain, load_file, merge_patch,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,11 +33,7 @@ pub const IDP_CLUSTER: &str = "idp";
 /// Route retries of every variant: Istio's mesh retry conditions, one attempt more than the
 /// client-side retry budget's `max_retries` (2), so a probe can see the budget's limit bite.
 pub fn route_retry_policy() -> Value {
-    json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
-        "num_retries": 3,
-    })
+    mesh_retry_policy(3)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -264,8 +267,7 @@ pub fn expect_oauth2(config: &Value) -> Expect {
     Expect {
         headers,
         stats: vec![StatCheck::per_request(
-            "wasmcustom.meshwright.oauth2.requests_authenticated",
-            &[""],
+            &[wasmcustom(&oauth2_stats::counter("requests_authenticated"))],
             1,
         )],
         probes: Vec::new(),
@@ -293,8 +295,7 @@ pub fn expect_ab(config: &Value, id: &str) -> Result<Expect> {
     Ok(Expect {
         headers,
         stats: vec![StatCheck::per_request(
-            "wasmcustom.meshwright.ab.experiment.",
-            &[".assigned"],
+            &[wasmcustom(&VariantMetricNames::new("*", "*").assigned)],
             expected.len() as u64,
         )],
         probes: Vec::new(),
@@ -316,14 +317,14 @@ pub fn expect_fault(fault_key: &str) -> Expect {
         expiry,
         [Some("418"), None, None, None, None],
     );
+    let any_rule = RuleMetricNames::new("*");
     Expect {
         headers: Vec::new(),
         stats: vec![StatCheck::per_request(
-            "wasmcustom.meshwright.fault.",
             &[
-                "aborts_injected",
-                "delays_injected",
-                "response_faults_injected",
+                wasmcustom(&any_rule.aborts_injected),
+                wasmcustom(&any_rule.delays_injected),
+                wasmcustom(&any_rule.response_faults_injected),
             ],
             0,
         )],
@@ -342,17 +343,16 @@ pub fn expect_fault(fault_key: &str) -> Expect {
 
 /// The retry budget saw every request on its side; on the client side a failing request is
 /// retried only as often as the budget grants (2), not as the route allows (3).
-pub fn expect_retry(side: &str) -> Expect {
+pub fn expect_retry(side: Side) -> Expect {
     let mut e = Expect {
         headers: Vec::new(),
         stats: vec![StatCheck::per_request(
-            &format!("wasmcustom.meshwright.retry_budget.{side}.destination."),
-            &[".requests"],
+            &[wasmcustom(&DestinationMetricNames::new(side, "*").requests)],
             1,
         )],
         probes: Vec::new(),
     };
-    if side == "client" {
+    if side == Side::Client {
         e.probes.push(Probe {
             what: "an always-503 upstream is tried 3 times (budget: 2 retries; route: 3)".into(),
             path: Some(format!("{PROBE_503}/retry")),
@@ -380,7 +380,7 @@ fn expect_sections(fx: &Fixtures, config: &Value) -> Result<(Expect, Vec<String>
         } else if k.contains("fault") {
             expect_fault(&fx.fault_key)
         } else if k.contains("retry") {
-            expect_retry(section["side"].as_str().unwrap_or("server"))
+            expect_retry(Side::deserialize(&section["side"]).unwrap_or(Side::Server))
         } else {
             continue;
         };
@@ -455,9 +455,9 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
             Chain::Plugins(vec![fault.clone().with_plugin_config(json!({"rules": []}))]),
         )
         .expect(Expect {
-            stats: vec![StatCheck::present(
-                "wasmcustom.meshwright.fault.active_faults",
-            )],
+            stats: vec![StatCheck::present(&wasmcustom(
+                &fault_stats::active_faults(),
+            ))],
             ..Expect::default()
         }),
         Variant::new(
@@ -499,7 +499,17 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
             Sidecar,
             Chain::Plugins(vec![retry_client.clone()]),
         )
-        .expect(expect_retry("client")),
+        .expect(expect_retry(Side::Client)),
+        Variant::new(
+            "retry-client-authority",
+            "retry budget, client side, a budget per :authority",
+            Filter,
+            Sidecar,
+            Chain::Plugins(vec![retry_client.clone().edit_plugin_config(|c| {
+                c["destination"] = json!("authority");
+            })]),
+        )
+        .expect(expect_retry(Side::Client)),
         Variant::new(
             "retry-server",
             "retry budget, server side, first attempts",
@@ -507,7 +517,7 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
             Sidecar,
             Chain::Plugins(vec![retry_server.clone()]),
         )
-        .expect(expect_retry("server")),
+        .expect(expect_retry(Side::Server)),
         Variant::new(
             "gateway-set",
             "gateway set, separate WasmPlugins (oauth2 + ab, as istiod attaches them)",
@@ -529,7 +539,7 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
                 workload: Workload::product_inbound(),
             },
         )
-        .expect(expect_retry("server").and(expect_fault(&fx.fault_key))),
+        .expect(expect_retry(Side::Server).and(expect_fault(&fx.fault_key))),
         Variant::new(
             "all-four",
             "all four, separate WasmPlugins in one chain (oauth2, ab, retry budget, fault)",
@@ -545,7 +555,7 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
         .expect(
             expect_oauth2(&oauth2_cfg)
                 .and(expect_ab(&ab_cfg, SUB)?)
-                .and(expect_retry("server"))
+                .and(expect_retry(Side::Server))
                 .and(expect_fault(&fx.fault_key)),
         ),
         Variant::new(
@@ -563,7 +573,7 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
                 "authorization",
                 &format!("Bearer {}", fx.envoy_oauth2.access_token),
             )],
-            stats: vec![StatCheck::per_request("http.main.oauth_success", &[""], 1)],
+            stats: vec![StatCheck::per_request(&["http.main.oauth_success"], 1)],
             probes: Vec::new(),
         }),
         Variant::new(
@@ -616,8 +626,10 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
             stats: vec![
                 StatCheck::present("http.main.fault.aborts_injected"),
                 StatCheck::per_request(
-                    "http.main.fault.",
-                    &["aborts_injected", "delays_injected"],
+                    &[
+                        "http.main.fault.aborts_injected",
+                        "http.main.fault.delays_injected",
+                    ],
                     0,
                 ),
             ],
@@ -632,11 +644,7 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
 fn expect_jwt_authn() -> Expect {
     Expect {
         headers: vec![HeaderCheck::prefix("authorization", "Bearer ey")],
-        stats: vec![StatCheck::per_request(
-            "http.main.jwt_authn.allowed",
-            &[""],
-            1,
-        )],
+        stats: vec![StatCheck::per_request(&["http.main.jwt_authn.allowed"], 1)],
         probes: Vec::new(),
     }
 }

@@ -30,6 +30,7 @@ async fn every_variant_runs_checked_in_a_real_envoy() -> anyhow::Result<()> {
         "ab-like-lua",
         "fault",
         "retry-client",
+        "retry-client-authority",
         "retry-server",
         "gateway-set",
         "sidecar-set",
@@ -66,6 +67,15 @@ async fn every_variant_runs_checked_in_a_real_envoy() -> anyhow::Result<()> {
     for f in &report.footprint {
         assert!(f.error.is_none(), "{}: {:?}", f.id, f.error);
         assert!(f.rss_mib.is_some() && f.ready_ms.is_some());
+    }
+    let contention: Vec<&str> = report.contention.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(contention, ["retry-client", "retry-server"]);
+    for c in &report.contention {
+        assert!(c.error.is_none(), "{}: {:?}", c.id, c.error);
+        assert!(
+            c.cas_conflicts.is_some() && c.state_errors.is_some(),
+            "{c:?}"
+        );
     }
     assert!(
         report

@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A filter metric's name on `/stats`: Envoy puts plugin metrics (`meshwright.…`, as the
+/// filters' `stats` modules name them) in its `wasmcustom` namespace.
+pub fn wasmcustom(metric: &str) -> String {
+    format!("wasmcustom.{metric}")
+}
+
 /// How to run an Envoy.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -249,6 +255,10 @@ impl Envoy {
     }
 
     /// The bound address of listener `name`.
+    #[allow(
+        clippy::panic,
+        reason = "a listener the config does not have is the caller's bug, not a runtime condition"
+    )]
     pub fn listener(&self, name: &str) -> SocketAddr {
         match self.listeners.get(name) {
             Some(a) => *a,
@@ -285,6 +295,12 @@ impl Envoy {
     /// One counter or gauge; 0 when it does not exist (yet).
     pub async fn stat(&self, name: &str) -> Result<u64> {
         Ok(self.stats().await?.get(name).copied().unwrap_or(0))
+    }
+
+    /// One of a filter's metrics, by the name its `stats` module builds
+    /// (`meshwright.fault.active_faults`); 0 when it does not exist (yet).
+    pub async fn metric(&self, metric: &str) -> Result<u64> {
+        self.stat(&wasmcustom(metric)).await
     }
 
     /// `/stats/prometheus`, as served.
@@ -402,5 +418,7 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all.get(all.len().saturating_sub(lines)..)
+        .unwrap_or_default()
+        .join("\n")
 }

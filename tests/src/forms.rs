@@ -6,7 +6,7 @@
 //!   with the bundle's module (`dist/bundle.wasm`) and the filter's `pluginConfig` as the
 //!   bundle's section for it — what `wasmplugins/bundle/` deploys.
 //!
-//! A test file wraps its tests in [`in_both_forms!`](crate::in_both_forms): each test then
+//! A test file names its tests in [`in_both_forms!`](crate::in_both_forms): each test then
 //! exists as `separate::<name>` and `bundle::<name>`, and every [`crate::Bed`] it starts renders
 //! its plugins in that form (the form travels with the test's task, see [`Form::scope`]; a bed
 //! built on a task the test spawned would be rendered separate).
@@ -68,71 +68,46 @@ impl Form {
     }
 }
 
-/// Defines each `#[tokio::test]` inside twice — `separate::<name>` and `bundle::<name>` —
-/// running its body in [`Form::Separate`] and in [`Form::Bundle`]. Every other item (helpers,
-/// `#[test]`s) passes through as it is, so a test file wraps its tests unchanged:
+/// Defines each listed test twice — `separate::<name>` and `bundle::<name>`, both
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` — running the test file's
+/// `async fn <name>() -> anyhow::Result<()>` in [`Form::Separate`] and in [`Form::Bundle`].
+///
+/// The bodies are plain functions at module level (so rustfmt formats them); the invocation only
+/// names them. A body left out of the list is an unused function, which the lints refuse.
 ///
 /// ```ignore
-/// meshwright_testbed::in_both_forms! {
-/// #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// meshwright_testbed::in_both_forms!(aborts_are_counted, delays_are_counted);
+///
 /// async fn aborts_are_counted() -> Result<()> {
 ///     let bed = Bed::builder().plugin(shipped("fault")?).start().await?;
 ///     // ...
 ///     Ok(())
-/// }
-///
-/// async fn a_helper(bed: &Bed) -> u64 { /* ... */ }
 /// }
 /// ```
 ///
 /// Run one form with a filter: `cargo test -p meshwright-testbed --test integration fault::bundle::`.
 #[macro_export]
 macro_rules! in_both_forms {
-    // All read: the two forms' modules.
-    (@munch [$({$($attrs:tt)*} $name:ident $ret:ty;)*]) => {
+    ($($name:ident),+ $(,)?) => {
         /// Each filter in its own module.
         mod separate {
-            #[allow(unused_imports)]
-            use super::*;
             $(
-                $($attrs)*
-                async fn $name() -> $ret {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> ::anyhow::Result<()> {
                     $crate::forms::Form::Separate.scope(super::$name()).await
                 }
-            )*
+            )+
         }
 
         /// Each filter inside the bundle.
         mod bundle {
-            #[allow(unused_imports)]
-            use super::*;
             $(
-                $($attrs)*
-                async fn $name() -> $ret {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> ::anyhow::Result<()> {
                     $crate::forms::Form::Bundle.scope(super::$name()).await
                 }
-            )*
+            )+
         }
-    };
-    // A test: its body becomes a plain function both forms' tests call.
-    (@munch [$($done:tt)*]
-        $(#[doc = $doc:literal])*
-        #[tokio::test $($targs:tt)*]
-        async fn $name:ident() -> $ret:ty $body:block
-        $($rest:tt)*
-    ) => {
-        async fn $name() -> $ret $body
-        $crate::in_both_forms!(@munch [
-            $($done)* {$(#[doc = $doc])* #[tokio::test $($targs)*]} $name $ret;
-        ] $($rest)*);
-    };
-    // Anything else passes through.
-    (@munch [$($done:tt)*] $item:item $($rest:tt)*) => {
-        $item
-        $crate::in_both_forms!(@munch [$($done)*] $($rest)*);
-    };
-    ($($input:tt)*) => {
-        $crate::in_both_forms!(@munch [] $($input)*);
     };
 }
 

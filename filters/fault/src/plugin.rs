@@ -4,7 +4,8 @@
 //!   rejects the plugin) with a log line naming the field.
 //! - A delay pauses the request and parks the stream; the root context's tick resumes it (or
 //!   sends the abort that follows the delay). A client that goes away while parked is forgotten
-//!   in `on_done`.
+//!   when its stream context ends (`finish`: from `Drop`, which the SDK runs at
+//!   `proxy_on_delete`; in the bundle also from `on_done`).
 //! - `max_active_faults` is enforced on the process-wide `active_faults` gauge: increment, read
 //!   back, and back off when over the limit, so admitted faults never exceed it.
 //! - [`FaultRoot`] is also driven by the bundle (`Composable`): request headers, ticks and
@@ -185,7 +186,7 @@ struct FaultHttp {
     runtime: Option<Rc<Runtime>>,
     parked: Option<Parked<AfterDelay>>,
     rng: Option<Rc<RefCell<WyRand>>>,
-    /// The fault this request holds a slot for (released in `on_done`).
+    /// The fault this request holds a slot for (released by `finish` when the stream ends).
     active: Option<Source>,
     /// Reply that replaces the upstream's response.
     response: Option<Reply>,

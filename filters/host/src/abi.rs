@@ -5,7 +5,7 @@
 //! host returns were allocated through the SDK's exported `proxy_on_memory_allocate`
 //! (a boxed slice of exactly the requested length), and are taken back as such.
 
-use meshwright_shared::wire::{deserialize_pairs, serialize_pairs};
+use meshwright_shared::wire::serialize_pairs;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::fmt;
 use std::ptr::{null, null_mut};
@@ -52,13 +52,6 @@ unsafe extern "C" {
         max_size: usize,
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
-    ) -> u32;
-    fn proxy_set_buffer_bytes(
-        buffer_type: u32,
-        start: usize,
-        size: usize,
-        buffer_data: *const u8,
-        buffer_size: usize,
     ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
@@ -191,13 +184,6 @@ pub fn buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Result<
     }
 }
 
-pub fn set_buffer(buffer_type: BufferType, start: usize, size: usize, value: &[u8]) -> Result<()> {
-    // SAFETY: pointer and length describe a live slice.
-    check(unsafe {
-        proxy_set_buffer_bytes(buffer_type as u32, start, size, value.as_ptr(), value.len())
-    })
-}
-
 /// One header value; `Ok(None)` when absent. Non-UTF-8 values are replaced lossily.
 pub fn header(map: MapType, name: &str) -> Result<Option<String>> {
     let (mut data, mut size) = (null_mut(), 0usize);
@@ -258,12 +244,6 @@ pub fn remove_header(map: MapType, name: &str) -> Result<()> {
 pub fn resume_request() -> Result<()> {
     // SAFETY: plain value. StreamType::HttpRequest = 0.
     check(unsafe { proxy_continue_stream(0) })
-}
-
-/// Resumes the current HTTP stream's response.
-pub fn resume_response() -> Result<()> {
-    // SAFETY: plain value. StreamType::HttpResponse = 1.
-    check(unsafe { proxy_continue_stream(1) })
 }
 
 /// Makes `context_id` the context later host calls act on (from a root context's callback).
@@ -337,11 +317,6 @@ pub fn get_metric(id: u32) -> Result<u64> {
 /// `spec.pluginConfig`).
 pub fn plugin_configuration() -> Result<Vec<u8>> {
     buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-}
-
-/// All headers of a map (e.g. an HTTP call's response headers).
-pub fn header_pairs(map: MapType) -> Result<Vec<(String, String)>> {
-    Ok(deserialize_pairs(&header_map_bytes(map)?))
 }
 
 /// All headers of a map in the ABI's serialized form, for

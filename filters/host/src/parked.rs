@@ -9,8 +9,10 @@
 //!
 //! The tick runs at `resolution_ms` only while something is parked, and at `idle_ms` (0: off)
 //! otherwise, so an idle filter costs nothing. A stream that ends while parked (client gone)
-//! must be [`Parked::remove`]d in the HTTP context's `on_done`; if it is not, resuming it just
-//! fails with BadArgument, which is ignored.
+//! must be [`Parked::remove`]d when its HTTP context ends: the filters do it in `Drop`, which the
+//! SDK runs at `proxy_on_delete` (a filter's own module exports no `proxy_on_done`; in the bundle
+//! `on_done` does it too). If it is not, resuming it just fails with BadArgument, which is
+//! ignored.
 
 use crate::{compose, tick};
 use std::cell::RefCell;
@@ -71,19 +73,11 @@ impl<T> Parked<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.0.try_borrow().map_or(0, |i| i.streams.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes the streams due at `now_ms` out of the list; call from the root context's
     /// `on_tick`, then act on each (e.g. [`resume`]). Stops the fast tick when nothing is left.
     ///
     /// The entries are taken out before any host call: acting on a stream re-enters the VM (the
-    /// stream may finish at once and call `on_done` → [`Parked::remove`]).
+    /// stream may finish at once, and its context's end calls [`Parked::remove`]).
     pub fn take_due(&self, now_ms: u64) -> Vec<(u32, T)> {
         let (due, idle) = {
             let Ok(mut inner) = self.0.try_borrow_mut() else {

@@ -72,14 +72,25 @@ fn route_match(m: &HttpMatch) -> Result<Value> {
     Ok(out)
 }
 
+/// Istio's default `retryOn` (`connect-failure,refused-stream,unavailable,cancelled,503`) as
+/// Envoy's `retry_on`; 503 is in `retriable_status_codes`.
+const MESH_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// The mesh's retry conditions (Istio's default `retryOn`) with `num_retries`, as an Envoy
+/// `RetryPolicy` for a test bed route: without the host predicate of [`default_retry_policy`]
+/// (a test bed cluster has one host).
+pub fn mesh_retry_policy(num_retries: u32) -> Value {
+    json!({
+        "retry_on": MESH_RETRY_ON,
+        "retriable_status_codes": [503],
+        "num_retries": num_retries,
+    })
+}
+
 /// Istio's default retry policy: the one a route gets when its rule says nothing.
 pub fn default_retry_policy() -> Value {
-    retry_policy_with(
-        2,
-        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        &[503],
-        None,
-    )
+    retry_policy_with(2, MESH_RETRY_ON, &[503], None)
 }
 
 fn retry_policy_with(

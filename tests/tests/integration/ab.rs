@@ -7,6 +7,10 @@ use base64::Engine as _;
 use meshwright_ab::AbConfig;
 use meshwright_ab::bucket::choose;
 use meshwright_ab::overrides::sign;
+use meshwright_ab::stats::{
+    ExperimentMetricNames, VariantMetricNames, anonymous_ids_issued, overrides_rejected,
+    sticky_cookies_rejected,
+};
 use meshwright_testbed::client::{Http, Response};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
@@ -133,16 +137,24 @@ fn count(v: &[String], variant: &str) -> u64 {
     v.iter().filter(|x| *x == variant).count() as u64
 }
 
-async fn stat(bed: &Bed, name: &str) -> u64 {
-    bed.envoy
-        .stat(&format!("wasmcustom.meshwright.ab.{name}"))
-        .await
-        .unwrap()
+async fn stat(bed: &Bed, metric: &str) -> u64 {
+    bed.envoy.metric(metric).await.unwrap()
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    the_header_written_by_the_filter_selects_the_route,
+    growthbook_mode_reproduces_the_published_hash_vectors_in_envoy,
+    ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move,
+    ramping_from_10_to_30_percent_keeps_every_v2_user_on_v2,
+    other_baggage_members_keep_their_bytes,
+    spoofed_output_headers_and_baggage_are_overwritten,
+    overrides_work_only_when_enabled_and_allowed,
+    identity_is_read_in_order_with_an_anonymous_cookie_last,
+    a_sticky_cookie_holds_a_user_through_a_ramp_down,
+    the_mesh_plugin_routes_store_calls_by_the_gateways_assignment_or_the_same_hash,
+    bad_configs_are_refused_with_the_field_named,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_header_written_by_the_filter_selects_the_route() -> Result<()> {
     let plugin = gateway_plugin(|c| {
         weights(5000, 5000)(c);
@@ -180,7 +192,6 @@ async fn the_header_written_by_the_filter_selects_the_route() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn growthbook_mode_reproduces_the_published_hash_vectors_in_envoy() -> Result<()> {
     // GrowthBook's SDK conformance cases, "hash" section, version 2 rows [seed, id, expected]
     // (growthbook/growthbook packages/sdk-js/test/cases.json, spec 0.5.4). With salt = seed, the
@@ -227,7 +238,6 @@ async fn growthbook_mode_reproduces_the_published_hash_vectors_in_envoy() -> Res
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move() -> Result<()> {
     // The shipped experiment, every user in it (its coverage leaves 20 % to the mesh's canary
     // route, tested on the local mesh: shop_mesh.rs).
@@ -280,11 +290,11 @@ async fn ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move() -> 
 
     // Metrics per experiment and variant, labelled on /stats/prometheus.
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v2.assigned").await,
+        stat(&bed, &VariantMetricNames::new("product", "v2").assigned).await,
         3 * on_v2
     );
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v1.assigned").await,
+        stat(&bed, &VariantMetricNames::new("product", "v1").assigned).await,
         3 * (n as u64 - on_v2)
     );
     let prom = bed.envoy.prometheus().await?;
@@ -307,7 +317,6 @@ async fn ten_thousand_users_at_10_percent_split_within_3_sd_and_never_move() -> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ramping_from_10_to_30_percent_keeps_every_v2_user_on_v2() -> Result<()> {
     let n = 10_000;
     let before = gateway(gateway_plugin(weights(9000, 1000))).await?;
@@ -328,7 +337,6 @@ async fn ramping_from_10_to_30_percent_keeps_every_v2_user_on_v2() -> Result<()>
 
 /// Other baggage members are kept byte for byte, also when they are not UTF-8 (`k=\x80` stayed
 /// `k=\x80`, not `k=\u{FFFD}`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_baggage_members_keep_their_bytes() -> Result<()> {
     let bed = gateway(gateway_plugin(weights(5000, 5000))).await?;
     let auth = bearer("user-1");
@@ -344,8 +352,14 @@ async fn other_baggage_members_keep_their_bytes() -> Result<()> {
         .await?;
     assert_eq!(r.status, 200);
     let v = r.json()?;
-    let hex = v["raw_hex"]["baggage"].as_str().context("baggage not passed as bytes")?;
-    let variant = v["upstream"].as_str().unwrap_or("").trim_start_matches("product-").to_owned();
+    let hex = v["raw_hex"]["baggage"]
+        .as_str()
+        .context("baggage not passed as bytes")?;
+    let variant = v["upstream"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("product-")
+        .to_owned();
     let want: String = [incoming, format!(",ab.product={variant}").as_bytes()]
         .concat()
         .iter()
@@ -355,7 +369,6 @@ async fn other_baggage_members_keep_their_bytes() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
     let bed = gateway(gateway_plugin(weights(10_000, 0))).await?;
     let http = bed.http();
@@ -379,7 +392,11 @@ async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
         .await?;
     assert_eq!(seen(&r), ("backend".to_owned(), None, None));
     assert_eq!(
-        stat(&bed, "experiment.product.client_header_removed").await,
+        stat(
+            &bed,
+            &ExperimentMetricNames::new("product").client_header_removed
+        )
+        .await,
         2
     );
     // Several baggage headers (allowed by the W3C spec): every member of each is kept.
@@ -393,7 +410,6 @@ async fn spoofed_output_headers_and_baggage_are_overwritten() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overrides_work_only_when_enabled_and_allowed() -> Result<()> {
     let key = Overlay::local()?.host_env[KEY_ENV].clone();
     let signed = |pairs: &str, expiry: u64| sign(key.as_bytes(), pairs, expiry);
@@ -443,9 +459,9 @@ async fn overrides_work_only_when_enabled_and_allowed() -> Result<()> {
         let (v, _) = as_user(&http, "mallory", &[("x-ab-override", &value)]).await?;
         assert_eq!(v, "v1", "{what} override must be refused");
     }
-    assert_eq!(stat(&bed, "overrides_rejected").await, 5);
+    assert_eq!(stat(&bed, &overrides_rejected()).await, 5);
     assert_eq!(
-        stat(&bed, "experiment.product.variant.v2.overridden").await,
+        stat(&bed, &VariantMetricNames::new("product", "v2").overridden).await,
         2
     );
     drop(bed);
@@ -465,7 +481,6 @@ async fn overrides_work_only_when_enabled_and_allowed() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identity_is_read_in_order_with_an_anonymous_cookie_last() -> Result<()> {
     let plugin = gateway_plugin(|c| {
         weights(5000, 5000)(c);
@@ -540,11 +555,10 @@ async fn identity_is_read_in_order_with_an_anonymous_cookie_last() -> Result<()>
         assert_eq!(again, upstream);
         assert!(r.header("set-cookie").is_none());
     }
-    assert_eq!(stat(&bed, "anonymous_ids_issued").await, 1);
+    assert_eq!(stat(&bed, &anonymous_ids_issued()).await, 1);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sticky_cookie_holds_a_user_through_a_ramp_down() -> Result<()> {
     let before = gateway_plugin(weights(5000, 5000));
     let after = gateway_plugin(weights(9900, 100));
@@ -583,12 +597,14 @@ async fn a_sticky_cookie_holds_a_user_through_a_ramp_down() -> Result<()> {
         .unwrap();
     let (v, _) = as_user(&http, &target, &[("cookie", &tampered)]).await?;
     assert_eq!(v, "v1", "an unsigned sticky cookie is ignored");
-    assert_eq!(stat(&bed, "experiment.product.variant.v2.sticky").await, 1);
-    assert!(stat(&bed, "sticky_cookies_rejected").await >= 1);
+    assert_eq!(
+        stat(&bed, &VariantMetricNames::new("product", "v2").sticky).await,
+        1
+    );
+    assert!(stat(&bed, &sticky_cookies_rejected()).await >= 1);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_mesh_plugin_routes_store_calls_by_the_gateways_assignment_or_the_same_hash()
 -> Result<()> {
     let plugin = shipped("ab-mesh")?;
@@ -638,7 +654,6 @@ async fn the_mesh_plugin_routes_store_calls_by_the_gateways_assignment_or_the_sa
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let v = |w1: u32, w2: u32| json!([{"name": "v1", "weight": w1}, {"name": "v2", "weight": w2}]);
     let exp = |name: &str, header: &str, variants: Value| json!({"name": name, "header": header, "variants": variants});
@@ -676,5 +691,4 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
         );
     }
     Ok(())
-}
 }

@@ -3,6 +3,8 @@
 //! own is proven by that filter's tests, run in both forms: `bundle::` in their names.)
 
 use anyhow::{Context, Result};
+use meshwright_ab::stats::VariantMetricNames;
+use meshwright_fault::stats::RuleMetricNames;
 use meshwright_retry::config::Side;
 use meshwright_retry::stats::DestinationMetricNames;
 use meshwright_testbed::Bed;
@@ -62,10 +64,6 @@ fn the_bundled_set_runs_on_every_proxy_what_the_separate_set_runs() -> Result<()
     Ok(())
 }
 
-fn wasmcustom(name: String) -> String {
-    format!("wasmcustom.{name}")
-}
-
 /// The inbound sidecar set: the shipped bundle-sidecar-inbound, its sections edited.
 fn sidecar(edit: impl FnOnce(&mut Value)) -> WasmPlugin {
     shipped("bundle-sidecar-inbound")
@@ -92,24 +90,23 @@ async fn the_sidecar_set_budgets_then_faults_each_request_in_one_pass() -> Resul
         .start()
         .await?;
     let http = bed.http();
-    let requests = wasmcustom(DestinationMetricNames::new(Side::Server, "backend").requests);
-    let shed = wasmcustom(DestinationMetricNames::new(Side::Server, "backend").retries_shed);
-    let aborts = "wasmcustom.meshwright.fault.rule.abort.aborts_injected";
-    let delays = "wasmcustom.meshwright.fault.rule.slow.delays_injected";
+    let budget = DestinationMetricNames::new(Side::Server, "backend");
+    let aborts = RuleMetricNames::new("abort").aborts_injected;
+    let delays = RuleMetricNames::new("slow").delays_injected;
 
     // A first attempt: counted by the budget, then aborted by the fault filter.
     let r = http.get("/abort", &[]).await?;
     assert_eq!(r.status, 503, "the fault filter ran after the budget");
-    assert_eq!(bed.envoy.stat(aborts).await?, 1);
+    assert_eq!(bed.envoy.metric(&aborts).await?, 1);
 
     // A retry over budget: shed by the budget, never seen by the fault filter.
     let r = http
         .get("/abort", &[("x-envoy-attempt-count", "2")])
         .await?;
     assert_eq!(r.status, 429, "shed: {}", r.text());
-    assert_eq!(bed.envoy.stat(&shed).await?, 1);
+    assert_eq!(bed.envoy.metric(&budget.retries_shed).await?, 1);
     assert_eq!(
-        bed.envoy.stat(aborts).await?,
+        bed.envoy.metric(&aborts).await?,
         1,
         "a shed request is not faulted"
     );
@@ -120,11 +117,11 @@ async fn the_sidecar_set_budgets_then_faults_each_request_in_one_pass() -> Resul
     let took = start.elapsed();
     assert_eq!(r.status, 200);
     assert!(took >= Duration::from_millis(300), "delayed only {took:?}");
-    assert_eq!(bed.envoy.stat(delays).await?, 1);
+    assert_eq!(bed.envoy.metric(&delays).await?, 1);
 
     // Untouched requests pass, and the budget counted every request it received.
     assert_eq!(http.get("/plain", &[]).await?.status, 200);
-    assert_eq!(bed.envoy.stat(&requests).await?, 4);
+    assert_eq!(bed.envoy.metric(&budget.requests).await?, 4);
     let log = bed.envoy.log();
     assert!(!log.contains("panic"), "{}", bed.envoy.log_tail(40));
     bed.envoy.stop();
@@ -233,8 +230,8 @@ async fn the_gateway_set_assigns_a_variant_to_requests_oauth2_let_through_and_to
     let seen = echoed(&page)?;
     assert!(seen["headers"]["authorization"].is_string());
     assert_eq!(seen["headers"]["x-ab-product"], "v2", "{seen}");
-    let stat = |n: &str| format!("wasmcustom.meshwright.ab.experiment.product.variant.v2.{n}");
-    let assigned = bed.envoy.stat(&stat("assigned")).await?;
+    let assigned_to_v2 = VariantMetricNames::new("product", "v2").assigned;
+    let assigned = bed.envoy.metric(&assigned_to_v2).await?;
     assert!(assigned >= 1, "assigned {assigned}");
 
     // In the refresh window: OAuth2 holds the request while it refreshes the token, then lets
@@ -258,7 +255,7 @@ async fn the_gateway_set_assigns_a_variant_to_requests_oauth2_let_through_and_to
     );
     let seen = echoed(&r)?;
     assert_eq!(seen["headers"]["x-ab-product"], "v2", "{seen}");
-    assert!(bed.envoy.stat(&stat("assigned")).await? > assigned);
+    assert!(bed.envoy.metric(&assigned_to_v2).await? > assigned);
     assert!(
         !bed.envoy.log().contains("panic"),
         "{}",

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use bytes::Bytes;
+use meshwright_fault::config::HEADER_CONTROL_RULE;
 use meshwright_fault::control;
+use meshwright_fault::stats::{RuleMetricNames, active_faults, header_control_rejected};
 use meshwright_testbed::client::{Http, grpc_unary, grpc_unary_with};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, K_SD, fan_out};
@@ -23,10 +25,6 @@ fn fault(config: Value) -> WasmPlugin {
 
 fn bed(config: Value) -> BedBuilder {
     Bed::builder().plugin(fault(config))
-}
-
-fn rule_stat(rule: &str, stat: &str) -> String {
-    format!("wasmcustom.meshwright.fault.rule.{rule}.{stat}")
 }
 
 fn unix_now() -> u64 {
@@ -51,9 +49,24 @@ async fn statuses(
     .await
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted,
+    a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests,
+    grpc_abort_reaches_a_grpc_client_as_the_configured_status,
+    signed_grpc_abort_header_aborts_a_grpc_request_with_that_status,
+    cohorts_give_each_user_one_fate_and_the_configured_share,
+    cohorts_can_key_on_the_jwt_sub_claim,
+    header_control_is_off_by_default,
+    header_control_acts_only_on_a_valid_signature,
+    max_active_faults_holds_under_concurrent_load,
+    expired_rules_do_nothing,
+    response_faults_replace_the_upstream_status_at_the_configured_rate,
+    clients_that_leave_during_a_delay_leave_envoy_healthy,
+    bad_configs_are_refused_with_the_field_named,
+    the_shipped_drills_fire_only_for_their_header,
+    faults_can_target_one_route_of_several,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "ten-percent",
@@ -76,7 +89,7 @@ async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted(
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("ten-percent", "aborts_injected"))
+            .metric(&RuleMetricNames::new("ten-percent").aborts_injected)
             .await?,
         aborted
     );
@@ -86,16 +99,10 @@ async fn abort_ratio_over_4000_requests_is_within_the_stated_bounds_and_counted(
         prom.lines().any(|l| l == line),
         "{line} not on /stats/prometheus"
     );
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests() -> Result<()> {
     let resolution_ms = 10;
     let bed = bed(json!({"delay_resolution_ms": resolution_ms, "rules": [{
@@ -152,14 +159,13 @@ async fn a_200ms_delay_is_accurate_to_the_tick_and_spares_other_requests() -> Re
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("slow", "delays_injected"))
+            .metric(&RuleMetricNames::new("slow").delays_injected)
             .await?,
         20
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "grpc-unavailable",
@@ -189,7 +195,7 @@ async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<(
     assert_eq!(bed.upstream.hits(), 1);
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("grpc-unavailable", "aborts_injected"))
+            .metric(&RuleMetricNames::new("grpc-unavailable").aborts_injected)
             .await?,
         1
     );
@@ -198,7 +204,6 @@ async fn grpc_abort_reaches_a_grpc_client_as_the_configured_status() -> Result<(
 
 /// Signed header control aborts a gRPC request with the gRPC status it names, although no rule
 /// has a gRPC status (the filter must still learn that the request is gRPC).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Result<()> {
     let key = "a-test-signing-key-of-at-least-32-bytes";
     let bed = bed(json!({"header_control": {"signing_key_env": KEY_ENV}, "rules": []}))
@@ -206,7 +211,11 @@ async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Re
         .cluster(Cluster::http2)
         .start()
         .await?;
-    let sig = control::sign(key.as_bytes(), unix_now() + 60, [None, Some("14"), None, None, None]);
+    let sig = control::sign(
+        key.as_bytes(),
+        unix_now() + 60,
+        [None, Some("14"), None, None, None],
+    );
     let aborted = grpc_unary_with(
         bed.addr(),
         "/meshwright.test.Orders/Place",
@@ -218,14 +227,13 @@ async fn signed_grpc_abort_header_aborts_a_grpc_request_with_that_status() -> Re
     assert_eq!(bed.upstream.hits(), 0);
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("header-control", "aborts_injected"))
+            .metric(&RuleMetricNames::new(HEADER_CONTROL_RULE).aborts_injected)
             .await?,
         1
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cohorts_give_each_user_one_fate_and_the_configured_share() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "cohort",
@@ -272,7 +280,6 @@ async fn cohorts_give_each_user_one_fate_and_the_configured_share() -> Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cohorts_can_key_on_the_jwt_sub_claim() -> Result<()> {
     use base64::Engine as _;
     let bed = bed(json!({"rules": [{
@@ -298,7 +305,6 @@ async fn cohorts_can_key_on_the_jwt_sub_claim() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn header_control_is_off_by_default() -> Result<()> {
     let bed = bed(json!({"rules": []})).start().await?;
     let r = bed
@@ -309,7 +315,6 @@ async fn header_control_is_off_by_default() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
     let key = "a-test-signing-key-of-at-least-32-bytes";
     let bed = bed(json!({"header_control": {"signing_key_env": KEY_ENV}, "rules": []}))
@@ -350,15 +355,10 @@ async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
         "value changed after signing"
     );
     assert_eq!(status(Some(valid), "418").await, 418, "valid signature");
+    assert_eq!(bed.envoy.metric(&header_control_rejected()).await?, 4);
     assert_eq!(
         bed.envoy
-            .stat("wasmcustom.meshwright.fault.header_control_rejected")
-            .await?,
-        4
-    );
-    assert_eq!(
-        bed.envoy
-            .stat(&rule_stat("header-control", "aborts_injected"))
+            .metric(&RuleMetricNames::new(HEADER_CONTROL_RULE).aborts_injected)
             .await?,
         1
     );
@@ -375,7 +375,6 @@ async fn header_control_acts_only_on_a_valid_signature() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     let bed = bed(json!({"max_active_faults": 5, "rules": [{
         "name": "hold",
@@ -394,11 +393,7 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     }));
     let mut peak = 0;
     while !load.is_finished() {
-        peak = peak.max(
-            bed.envoy
-                .stat("wasmcustom.meshwright.fault.active_faults")
-                .await?,
-        );
+        peak = peak.max(bed.envoy.metric(&active_faults()).await?);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let results = load.await?;
@@ -409,11 +404,11 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
         .count() as u64;
     let injected = bed
         .envoy
-        .stat(&rule_stat("hold", "delays_injected"))
+        .metric(&RuleMetricNames::new("hold").delays_injected)
         .await?;
     let overflow = bed
         .envoy
-        .stat(&rule_stat("hold", "faults_overflow"))
+        .metric(&RuleMetricNames::new("hold").faults_overflow)
         .await?;
     println!("peak active {peak}, delayed {delayed}, injected {injected}, overflow {overflow}");
     assert!(peak <= 5, "active faults peaked at {peak}");
@@ -423,16 +418,10 @@ async fn max_active_faults_holds_under_concurrent_load() -> Result<()> {
     );
     assert!(injected >= 1);
     assert_eq!(injected + overflow, 40);
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_rules_do_nothing() -> Result<()> {
     let bed = bed(json!({"rules": [
         {"name": "expired", "match": {"path": {"prefix": "/old"}}, "expires_at": "2020-01-01T00:00:00Z",
@@ -456,14 +445,13 @@ async fn expired_rules_do_nothing() -> Result<()> {
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("expired", "aborts_injected"))
+            .metric(&RuleMetricNames::new("expired").aborts_injected)
             .await?,
         0
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn response_faults_replace_the_upstream_status_at_the_configured_rate() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "flaky-callee",
@@ -499,14 +487,13 @@ async fn response_faults_replace_the_upstream_status_at_the_configured_rate() ->
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("flaky-callee", "response_faults_injected"))
+            .metric(&RuleMetricNames::new("flaky-callee").response_faults_injected)
             .await?,
         replaced.len() as u64
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     let mut bed = bed(json!({"rules": [{
         "name": "long",
@@ -526,12 +513,7 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     // Let every delay run out (the tick would act on the departed streams now).
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(bed.envoy.is_running());
-    assert_eq!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.fault.active_faults")
-            .await?,
-        0
-    );
+    assert_eq!(bed.envoy.metric(&active_faults()).await?, 0);
     assert!(
         statuses(&bed.http(), "/after", 200, &[])
             .await
@@ -540,13 +522,13 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("long", "delays_injected"))
+            .metric(&RuleMetricNames::new("long").delays_injected)
             .await?,
         20
     );
     assert_eq!(
         bed.envoy
-            .stat(&rule_stat("long", "aborts_injected"))
+            .metric(&RuleMetricNames::new("long").aborts_injected)
             .await?,
         0,
         "nobody was left to abort"
@@ -561,7 +543,6 @@ async fn clients_that_leave_during_a_delay_leave_envoy_healthy() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let cases = [
         (json!({"rules": [], "enabeld": true}), "enabeld"),
@@ -597,7 +578,6 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     let bed = Bed::builder().plugin(shipped("fault")?).start().await?;
     let http = bed.http();
@@ -616,7 +596,6 @@ async fn the_shipped_drills_fire_only_for_their_header() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_can_target_one_route_of_several() -> Result<()> {
     let bed = bed(json!({"rules": [{
         "name": "writes",
@@ -650,5 +629,4 @@ async fn faults_can_target_one_route_of_several() -> Result<()> {
         200
     );
     Ok(())
-}
 }

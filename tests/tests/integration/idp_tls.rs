@@ -10,6 +10,7 @@
 //! reaches `https://idp.example.com` through a small Envoy that originates TLS the same way.
 
 use anyhow::{Context, Result};
+use meshwright_oauth2::stats::{COUNTERS, counter};
 use meshwright_testbed::Bed;
 use meshwright_testbed::agent::{Agent, login_via_idp};
 use meshwright_testbed::envoy::{Envoy, Options};
@@ -117,10 +118,10 @@ async fn gateway(idp: Cluster) -> Result<Bed> {
         .await
 }
 
+/// A filter-wide OAuth2 counter, by its name in `stats::COUNTERS`.
 async fn oauth2_stat(bed: &Bed, name: &str) -> Result<u64> {
-    bed.envoy
-        .stat(&format!("wasmcustom.meshwright.oauth2.{name}"))
-        .await
+    assert!(COUNTERS.contains(&name), "no oauth2 counter {name}");
+    bed.envoy.metric(&counter(name)).await
 }
 
 async fn a_login_goes_through_the_tls_originating_cluster() -> Result<()> {

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use meshwright_oauth2::idp::{Expect, parse_jwks};
 use meshwright_oauth2::seal::KeyRing;
 use meshwright_oauth2::session::{Session, seal_json};
+use meshwright_oauth2::stats::{COUNTERS, counter, login_failed, token_error};
 use meshwright_testbed::agent::{Agent, login_until, login_via_idp};
 use meshwright_testbed::idp::{Idp, IdpOptions, free_port};
 use meshwright_testbed::load::fan_out;
@@ -131,11 +132,21 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// Logs `user` in at the IdP as `agent` from `path`, up to the IdP's redirect back: the
+    /// callback URL, not yet followed.
+    async fn callback_url(&self, agent: &Agent, path: &str, user: &str) -> Result<url::Url> {
+        let callback = self.url("/oauth2/callback");
+        let (_, redirect) = login_until(agent, &self.url(path), user, Some(&callback)).await?;
+        let location = redirect
+            .header("location")
+            .context("redirect to the callback")?;
+        Ok(url::Url::parse(&self.idp.issuer)?.join(location)?)
+    }
+
+    /// A filter-wide counter, by its name in `stats::COUNTERS`.
     async fn stat(&self, name: &str) -> Result<u64> {
-        self.bed
-            .envoy
-            .stat(&format!("wasmcustom.meshwright.oauth2.{name}"))
-            .await
+        assert!(COUNTERS.contains(&name), "no oauth2 counter {name}");
+        self.bed.envoy.metric(&counter(name)).await
     }
 
     /// The IdP's current JWKS.
@@ -158,9 +169,33 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_cookie,
+    claims_in_the_id_token_need_no_userinfo_call,
+    forged_callbacks_for_one_login_cost_one_token_call,
+    a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight,
+    a_callback_without_the_advertised_iss_is_refused,
+    a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error,
+    an_idp_cluster_that_does_not_exist_is_counted_as_failed_fetches,
+    every_cookie_header_counts_and_none_leaks_the_session,
+    api_calls_get_401_and_bypassed_paths_pass,
+    attacks_are_refused,
+    a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refresh_token,
+    a_key_rotation_in_mid_session_is_picked_up_at_the_next_refresh,
+    a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_once,
+    cookie_keys_rotate_without_logging_anybody_out,
+    the_idp_rotating_its_signing_key_is_picked_up,
+    logout_ends_the_session_at_the_proxy_and_at_the_idp,
+    requests_wait_while_the_idp_is_down_then_recover,
+    a_token_endpoint_answering_500_fails_the_login_cleanly,
+    a_token_endpoint_answering_garbage_fails_the_login_cleanly,
+    an_unreachable_jwks_keeps_logins_waiting_not_crashing,
+    minted_tokens_verify_against_the_gateways_own_jwks,
+    client_secret_post_works_too,
+    a_real_browser_logs_in_through_the_idps_form,
+    bad_configs_are_refused_with_the_field_named,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_cookie()
 -> Result<()> {
     let gw = Setup::default().start().await?;
@@ -208,13 +243,14 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
     assert_eq!(gw.idp.grants("authorization_code"), 1);
     assert_eq!(gw.stat("logins_succeeded").await?, 1);
     // The test IdP follows OIDC Core §5.4: email is only at UserInfo, which the login called.
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            token.split('.').nth(1).unwrap_or_default(),
-        )?,
-    )?;
-    assert!(claims.get("email").is_none(), "the ID token has no email: {claims}");
+    let claims: Value = serde_json::from_slice(&base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        token.split('.').nth(1).unwrap_or_default(),
+    )?)?;
+    assert!(
+        claims.get("email").is_none(),
+        "the ID token has no email: {claims}"
+    );
     assert_eq!(gw.stat("userinfo_fetches").await?, 1);
     assert_eq!(gw.stat("claims_missing").await?, 0);
     assert!(gw.stat("requests_authenticated").await? >= 2);
@@ -227,7 +263,6 @@ async fn a_full_login_reaches_the_upstream_with_a_verifiable_jwt_and_no_session_
 }
 
 /// An IdP that puts the claims in the ID token: no UserInfo call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_in_the_id_token_need_no_userinfo_call() -> Result<()> {
     let gw = Setup {
         idp_options: IdpOptions {
@@ -240,28 +275,32 @@ async fn claims_in_the_id_token_need_no_userinfo_call() -> Result<()> {
     .await?;
     let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
     assert_eq!(page.status, 200);
-    assert_eq!(echoed(&page)?["headers"]["x-user-email"], "alice@example.com");
+    assert_eq!(
+        echoed(&page)?["headers"]["x-user-email"],
+        "alice@example.com"
+    );
     assert_eq!(gw.stat("userinfo_fetches").await?, 0);
     Ok(())
 }
 
 /// Forged callbacks carrying one genuine login cookie and its state (random codes) cost one
 /// token-endpoint call per worker at most, not one each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
-    let (_, redirect) =
-        login_until(&agent, &gw.url("/"), "mallory", Some(&gw.url("/oauth2/callback"))).await?;
-    let location = redirect.header("location").context("redirect to the callback")?;
-    let genuine = url::Url::parse(&gw.idp.issuer)?.join(location)?;
+    let genuine = gw.callback_url(&agent, "/", "mallory").await?;
     for i in 0..30 {
         let mut forged = genuine.clone();
-        forged.query_pairs_mut().clear().extend_pairs(
-            genuine
-                .query_pairs()
-                .map(|(k, v)| if k == "code" { (k, format!("forged-{i}").into()) } else { (k, v) }),
-        );
+        forged
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(genuine.query_pairs().map(|(k, v)| {
+                if k == "code" {
+                    (k, format!("forged-{i}").into())
+                } else {
+                    (k, v)
+                }
+            }));
         let r = agent.get(forged.as_str()).await?;
         assert!(r.status >= 400, "forged callback {i}: {}", r.status);
     }
@@ -271,7 +310,10 @@ async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
         .iter()
         .filter(|l| l.starts_with("token-error authorization_code"))
         .count();
-    assert!((1..=2).contains(&calls), "token-endpoint calls: {calls} (2 workers)");
+    assert!(
+        (1..=2).contains(&calls),
+        "token-endpoint calls: {calls} (2 workers)"
+    );
     assert!(gw.stat("callbacks_rejected").await? >= 28);
     Ok(())
 }
@@ -280,7 +322,6 @@ async fn forged_callbacks_for_one_login_cost_one_token_call() -> Result<()> {
 /// the token endpoint is slow: each worker has at most `discovery.max_calls_in_flight` (here 1)
 /// token calls in flight; the others are shed with 503 and `Retry-After` before they spend their
 /// login state, and counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight() -> Result<()> {
     let gw = Setup {
         idp_fault: Some(json!({"name": "slow-token", "match": {"path": {"prefix": "/token"}}, "delay": {"fixed_ms": 1500, "percentage": 100}})),
@@ -294,7 +335,12 @@ async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight()
     for i in 0..n {
         let agent = Agent::new();
         let r = agent
-            .send(hyper::Method::GET, &gw.url("/"), &[("accept", "text/html")], None)
+            .send(
+                hyper::Method::GET,
+                &gw.url("/"),
+                &[("accept", "text/html")],
+                None,
+            )
             .await?;
         let location = url::Url::parse(r.header("location").context("login redirect")?)?;
         let state = location
@@ -311,7 +357,12 @@ async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight()
     }
     let mut burst = tokio::task::JoinSet::new();
     for (agent, cb) in callbacks {
-        burst.spawn(async move { agent.get(&cb).await.map(|r| (r.status, r.header("retry-after").map(str::to_owned))) });
+        burst.spawn(async move {
+            agent
+                .get(&cb)
+                .await
+                .map(|r| (r.status, r.header("retry-after").map(str::to_owned)))
+        });
     }
     let mut answers = Vec::new();
     while let Some(a) = burst.join_next().await {
@@ -327,8 +378,15 @@ async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight()
         .iter()
         .filter(|l| l.starts_with("token-error authorization_code"))
         .count() as u64;
-    assert!((1..=2).contains(&calls), "token calls: {calls} (2 workers, 1 each): {answers:?}");
-    assert_eq!(shed + calls, n, "every callback was either called or shed: {answers:?}");
+    assert!(
+        (1..=2).contains(&calls),
+        "token calls: {calls} (2 workers, 1 each): {answers:?}"
+    );
+    assert_eq!(
+        shed + calls,
+        n,
+        "every callback was either called or shed: {answers:?}"
+    );
     assert_eq!(gw.stat("idp_calls_shed").await?, shed);
     Ok(())
 }
@@ -336,20 +394,26 @@ async fn a_burst_of_callbacks_is_held_to_the_calls_a_worker_may_have_in_flight()
 /// oidc-provider advertises RFC 9207 (`authorization_response_iss_parameter_supported`): a
 /// callback stripped of its `iss` is refused before any token-endpoint call, the genuine one
 /// works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_callback_without_the_advertised_iss_is_refused() -> Result<()> {
     let gw = Setup::default().start().await?;
     let discovery = Agent::api()
-        .get(&format!("{}/.well-known/openid-configuration", gw.idp.issuer))
+        .get(&format!(
+            "{}/.well-known/openid-configuration",
+            gw.idp.issuer
+        ))
         .await?
         .json()?;
-    assert_eq!(discovery["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        discovery["authorization_response_iss_parameter_supported"],
+        true
+    );
     let agent = Agent::new();
-    let (_, redirect) =
-        login_until(&agent, &gw.url("/orders"), "dave", Some(&gw.url("/oauth2/callback"))).await?;
-    let location = redirect.header("location").context("redirect to the callback")?;
-    let callback = url::Url::parse(&gw.idp.issuer)?.join(location)?;
-    assert!(callback.query_pairs().any(|(k, v)| k == "iss" && v == gw.idp.issuer));
+    let callback = gw.callback_url(&agent, "/orders", "dave").await?;
+    assert!(
+        callback
+            .query_pairs()
+            .any(|(k, v)| k == "iss" && v == gw.idp.issuer)
+    );
     let mut stripped = callback.clone();
     stripped
         .query_pairs_mut()
@@ -365,7 +429,6 @@ async fn a_callback_without_the_advertised_iss_is_refused() -> Result<()> {
 
 /// A token endpoint refusing the client (a wrong secret) is logged with the provider's reason
 /// and counted by its OAuth error, and the secret itself is never logged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error() -> Result<()> {
     let gw = Setup {
         idp_options: IdpOptions {
@@ -378,8 +441,9 @@ async fn a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error() -> R
     .await?;
     let (_, page) = login_via_idp(&Agent::new(), &gw.url("/"), "alice").await?;
     assert_eq!(page.status, 502, "{}", page.text());
-    assert_eq!(gw.stat("reason.invalid_client.token_errors").await?, 1);
-    assert_eq!(gw.stat("reason.token_endpoint.logins_failed").await?, 1);
+    let envoy = &gw.bed.envoy;
+    assert_eq!(envoy.metric(&token_error("invalid_client")).await?, 1);
+    assert_eq!(envoy.metric(&login_failed("token_endpoint")).await?, 1);
     let logged = gw
         .bed
         .envoy
@@ -398,7 +462,6 @@ async fn a_refused_code_exchange_is_logged_and_counted_by_its_oauth_error() -> R
 
 /// A misspelt `idp_cluster` (Envoy refuses every call to it) shows in the counters and the log,
 /// not only as 503s after the wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idp_cluster_that_does_not_exist_is_counted_as_failed_fetches() -> Result<()> {
     let gw = Setup {
         config: json!({"idp_cluster": "no-such-cluster", "discovery": {"wait_ms": 300}}),
@@ -409,7 +472,11 @@ async fn an_idp_cluster_that_does_not_exist_is_counted_as_failed_fetches() -> Re
     let r = Agent::new().get(&gw.url("/")).await?;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(gw.stat("discovery_failures").await? >= 1);
-    assert_eq!(gw.stat("discovery_fetches").await?, 0, "no call ever started");
+    assert_eq!(
+        gw.stat("discovery_fetches").await?,
+        0,
+        "no call ever started"
+    );
     let logged = gw
         .bed
         .envoy
@@ -422,7 +489,6 @@ async fn an_idp_cluster_that_does_not_exist_is_counted_as_failed_fetches() -> Re
 /// An HTTP/1.1 client may split its cookies over several `Cookie` headers (Envoy keeps them
 /// apart): the session is found in any of them, and the filter's cookies never reach the
 /// upstream, on protected and bypassed paths alike.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_cookie_header_counts_and_none_leaks_the_session() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
@@ -431,19 +497,26 @@ async fn every_cookie_header_counts_and_none_leaks_the_session() -> Result<()> {
     // The app's cookie in the first header, the session (from the jar) in a second one.
     for path in ["/account", "/healthz"] {
         let r = agent
-            .send(hyper::Method::GET, &gw.url(path), &[("cookie", "theme=dark")], None)
+            .send(
+                hyper::Method::GET,
+                &gw.url(path),
+                &[("cookie", "theme=dark")],
+                None,
+            )
             .await?;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         let seen = echoed(&r)?;
         assert_eq!(seen["headers"]["cookie"], "theme=dark", "{path}: {seen}");
         if path == "/account" {
-            assert!(seen["headers"]["authorization"].is_string(), "{path}: signed in");
+            assert!(
+                seen["headers"]["authorization"].is_string(),
+                "{path}: signed in"
+            );
         }
     }
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_calls_get_401_and_bypassed_paths_pass() -> Result<()> {
     let gw = Setup::default().start().await?;
     let api = Agent::api();
@@ -480,7 +553,6 @@ async fn api_calls_get_401_and_bypassed_paths_pass() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attacks_are_refused() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
@@ -551,19 +623,9 @@ async fn attacks_are_refused() -> Result<()> {
         .await?;
     assert_eq!(forged.status, 400);
     let replay = Agent::new();
-    let (_, redirect) = login_until(
-        &replay,
-        &gw.url("/orders"),
-        "carol",
-        Some(&gw.url("/oauth2/callback")),
-    )
-    .await?;
-    let location = redirect
-        .header("location")
-        .context("redirect to the callback")?
-        .to_owned();
-    let callback = url::Url::parse(&gw.idp.issuer)?
-        .join(&location)?
+    let callback = gw
+        .callback_url(&replay, "/orders", "carol")
+        .await?
         .to_string();
     assert!(
         callback.starts_with(&gw.url("/oauth2/callback?")),
@@ -609,7 +671,6 @@ async fn attacks_are_refused() -> Result<()> {
 /// `invalid_grant` for the spent refresh token — and keeps the session instead of answering 401
 /// and clearing the cookie, never sends that token again, and takes the newer cookie when the
 /// browser brings it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refresh_token()
 -> Result<()> {
     let config = json!({"refresh": {"before_expiry_s": 6}});
@@ -633,7 +694,12 @@ async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refre
         .cookie_header(&url::Url::parse(&gw.url("/"))?)
         .context("session cookie")?;
     tokio::time::sleep(Duration::from_secs(7).saturating_sub(login_at.elapsed())).await;
-    let api = |c: &str| vec![("cookie".to_owned(), c.to_owned()), ("accept".into(), "application/json".into())];
+    let api = |c: &str| {
+        vec![
+            ("cookie".to_owned(), c.to_owned()),
+            ("accept".into(), "application/json".into()),
+        ]
+    };
     let get = |http: meshwright_testbed::client::Http, h: Vec<(String, String)>| async move {
         let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         http.get("/api/orders", &h).await
@@ -649,7 +715,10 @@ async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refre
         .filter_map(|v| v.split(';').next())
         .collect::<Vec<_>>()
         .join("; ");
-    assert!(!new_cookie.is_empty(), "replica 1 refreshed and sent the new cookie");
+    assert!(
+        !new_cookie.is_empty(),
+        "replica 1 refreshed and sent the new cookie"
+    );
     assert_eq!(gw.idp.grants("refresh_token"), 1);
     // Replica 2 with the old cookie: the IdP refuses the spent token; the session goes on.
     for i in 0..5 {
@@ -669,12 +738,19 @@ async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refre
         .iter()
         .filter(|l| l.starts_with("token-error refresh_token"))
         .count();
-    assert_eq!(refused, 1, "the spent refresh token was sent once, not once per request");
-    assert_eq!(second.envoy.stat("wasmcustom.meshwright.oauth2.refresh_failures").await?, 1);
+    assert_eq!(
+        refused, 1,
+        "the spent refresh token was sent once, not once per request"
+    );
+    assert_eq!(second.envoy.metric(&counter("refresh_failures")).await?, 1);
     // The browser brings the newer cookie to replica 2: it is used as it is.
     let r = get(second.http(), api(&new_cookie)).await?;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.idp.grants("refresh_token"), 1, "no refresh needed for the newer cookie");
+    assert_eq!(
+        gw.idp.grants("refresh_token"),
+        1,
+        "no refresh needed for the newer cookie"
+    );
     Ok(())
 }
 
@@ -683,7 +759,6 @@ async fn a_second_replica_keeps_a_valid_session_when_the_first_rotated_its_refre
 /// the JWKS again and keeps the session, instead of failing and refreshing once more with the
 /// refresh token it just spent. The refetch is allowed although the start-up fetch was less than
 /// `jwks_min_refetch_s` ago (only on-demand fetches count against it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_rotation_in_mid_session_is_picked_up_at_the_next_refresh() -> Result<()> {
     let mut gw = Setup {
         idp_options: IdpOptions {
@@ -711,9 +786,16 @@ async fn a_key_rotation_in_mid_session_is_picked_up_at_the_next_refresh() -> Res
     tokio::time::sleep(Duration::from_secs(7).saturating_sub(login_at.elapsed())).await;
     let r = agent.get(&gw.url("/orders")).await?;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.idp.grants("refresh_token"), 1, "one refresh grant, not two");
+    assert_eq!(
+        gw.idp.grants("refresh_token"),
+        1,
+        "one refresh grant, not two"
+    );
     assert_eq!(gw.stat("refresh_failures").await?, 0);
-    assert!(gw.stat("jwks_fetches").await? >= 2, "fetched again on demand");
+    assert!(
+        gw.stat("jwks_fetches").await? >= 2,
+        "fetched again on demand"
+    );
     let token = echoed(&r)?["headers"]["authorization"]
         .as_str()
         .and_then(|a| a.strip_prefix("Bearer "))
@@ -726,14 +808,16 @@ async fn a_key_rotation_in_mid_session_is_picked_up_at_the_next_refresh() -> Res
         now_s: now_s(),
         leeway_s: 5,
     };
-    assert!(new_jwks.verify(&token, &expect).is_ok(), "signed with the new key");
+    assert!(
+        new_jwks.verify(&token, &expect).is_ok(),
+        "signed with the new key"
+    );
     // And the session goes on past the first token's expiry.
     tokio::time::sleep(Duration::from_secs(13).saturating_sub(login_at.elapsed())).await;
     assert_eq!(agent.get(&gw.url("/")).await?.status, 200);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_once() -> Result<()> {
     let gw = Setup {
         idp_options: IdpOptions {
@@ -830,7 +914,6 @@ async fn a_session_outlives_its_token_and_twenty_concurrent_requests_refresh_onc
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cookie_keys_rotate_without_logging_anybody_out() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
@@ -863,7 +946,6 @@ async fn cookie_keys_rotate_without_logging_anybody_out() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_idp_rotating_its_signing_key_is_picked_up() -> Result<()> {
     let mut gw = Setup {
         idp_options: IdpOptions {
@@ -892,7 +974,6 @@ async fn the_idp_rotating_its_signing_key_is_picked_up() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logout_ends_the_session_at_the_proxy_and_at_the_idp() -> Result<()> {
     let gw = Setup::default().start().await?;
     let agent = Agent::new();
@@ -919,7 +1000,6 @@ async fn logout_ends_the_session_at_the_proxy_and_at_the_idp() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_wait_while_the_idp_is_down_then_recover() -> Result<()> {
     let mut gw = Setup {
         start_idp: false,
@@ -987,14 +1067,7 @@ async fn login_fails_with(rule: Value, reason: &str) -> Result<()> {
         page.text()
     );
     assert!(page.text().contains(reason), "{}", page.text());
-    assert_eq!(
-        bed.envoy
-            .stat(&format!(
-                "wasmcustom.meshwright.oauth2.reason.{reason}.logins_failed"
-            ))
-            .await?,
-        1
-    );
+    assert_eq!(bed.envoy.metric(&login_failed(reason)).await?, 1);
     assert!(statuses_ok(bed).await);
     Ok(())
 }
@@ -1006,17 +1079,14 @@ async fn statuses_ok(bed: &Bed) -> bool {
         .is_ok_and(|r| r.status == 200)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_endpoint_answering_500_fails_the_login_cleanly() -> Result<()> {
     login_fails_with(json!({"name": "token-500", "match": {"path": {"prefix": "/token"}}, "abort": {"http_status": 500, "percentage": 100}}), "token_endpoint").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_endpoint_answering_garbage_fails_the_login_cleanly() -> Result<()> {
     login_fails_with(json!({"name": "token-garbage", "match": {"path": {"prefix": "/token"}}, "response": {"http_status": 200, "body": "<html>surprise", "percentage": 100}}), "token_response").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
     let gw = Setup {
         idp_fault: Some(json!({"name": "jwks-down", "match": {"path": {"prefix": "/jwks"}}, "abort": {"http_status": 503, "percentage": 100}})),
@@ -1028,17 +1098,11 @@ async fn an_unreachable_jwks_keeps_logins_waiting_not_crashing() -> Result<()> {
     let bed = &gw.bed;
     let r = Agent::new().get(&gw.url("/")).await?;
     assert_eq!(r.status, 503);
-    assert!(
-        bed.envoy
-            .stat("wasmcustom.meshwright.oauth2.jwks_failures")
-            .await?
-            >= 1
-    );
+    assert!(bed.envoy.metric(&counter("jwks_failures")).await? >= 1);
     assert!(statuses_ok(bed).await, "Envoy and the filter keep serving");
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn minted_tokens_verify_against_the_gateways_own_jwks() -> Result<()> {
     let gw = Setup {
         config: json!({"forward": {"token": "minted"}, "mint": {
@@ -1080,7 +1144,6 @@ async fn minted_tokens_verify_against_the_gateways_own_jwks() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_secret_post_works_too() -> Result<()> {
     let gw = Setup {
         idp_options: IdpOptions {
@@ -1098,7 +1161,6 @@ async fn client_secret_post_works_too() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_browser_logs_in_through_the_idps_form() -> Result<()> {
     meshwright_testbed::install::ensure_apt(&["chromium"])?;
     let gw = Setup::default().start().await?;
@@ -1160,9 +1222,15 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
         .flatten()
         .filter(|s| s["port"]["protocol"] == "HTTP" && s["tls"]["httpsRedirect"] != true)
         .flat_map(|s| s["hosts"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h.as_str().map(|h| h.rsplit('/').next().unwrap_or(h).to_owned()))
+        .filter_map(|h| {
+            h.as_str()
+                .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+        })
         .collect();
-    assert!(!http_hosts.is_empty(), "a plain-HTTP gateway host for istiod");
+    assert!(
+        !http_hosts.is_empty(),
+        "a plain-HTTP gateway host for istiod"
+    );
     let file = k8s::dir().join("security/request-authentication.yaml");
     let docs = k8s::load(&file)?;
     let ras: Vec<&Value> = docs
@@ -1179,7 +1247,8 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
                 && uri.is_some_and(|u| {
                     u.scheme() == "http"
                         && u.path() == jwks_path
-                        && u.host_str().is_some_and(|h| http_hosts.iter().any(|x| x == h))
+                        && u.host_str()
+                            .is_some_and(|h| http_hosts.iter().any(|x| x == h))
                 })
         });
         assert!(
@@ -1197,7 +1266,6 @@ fn the_meshs_request_authentication_trusts_the_tokens_the_gateway_mints() -> Res
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let cases = [
         (json!({"issuer": "not a url"}), "issuer"),
@@ -1226,5 +1294,4 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
         );
     }
     Ok(())
-}
 }

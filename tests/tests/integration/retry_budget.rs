@@ -13,6 +13,7 @@ use meshwright_testbed::client::{Http, grpc_unary};
 use meshwright_testbed::envoy::{Envoy, Options};
 use meshwright_testbed::forms;
 use meshwright_testbed::load::{Bounds, fan_out};
+use meshwright_testbed::mesh::routes::mesh_retry_policy;
 use meshwright_testbed::render::{Cluster, Route, workload_labels};
 use meshwright_testbed::upstream::Reply;
 use meshwright_testbed::wasmplugin::{WasmPlugin, WorkloadMode, shipped};
@@ -104,37 +105,15 @@ async fn drive(
 
 fn dest(side: Side) -> DestinationMetricNames {
     // Destination `cluster` (the default): the test bed's cluster is `backend`.
-    let n = DestinationMetricNames::new(side, "backend");
-    let w = |s: String| format!("wasmcustom.{s}");
-    DestinationMetricNames {
-        requests: w(n.requests),
-        retries: w(n.retries),
-        retries_granted: w(n.retries_granted),
-        retries_denied: w(n.retries_denied),
-        retries_over_budget: w(n.retries_over_budget),
-        retries_shed: w(n.retries_shed),
-        budget: w(n.budget),
-    }
+    DestinationMetricNames::new(side, "backend")
 }
 
-fn side(side: Side) -> SideMetricNames {
-    let n = SideMetricNames::new(side);
-    let w = |s: String| format!("wasmcustom.{s}");
-    SideMetricNames {
-        cas_conflicts: w(n.cas_conflicts),
-        state_errors: w(n.state_errors),
-        state_resets: w(n.state_resets),
-        destinations_overflow: w(n.destinations_overflow),
-        attempts_unknown: w(n.attempts_unknown),
-    }
-}
-
-/// Waits (up to 3 s) until stat `name` reads `want` — settlements are counted when a stream's
+/// Waits (up to 3 s) until metric `name` reads `want` — settlements are counted when a stream's
 /// log phase runs, just after the client has its response — and returns what it last read.
 async fn settled(envoy: &Envoy, name: &str, want: u64) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let v = envoy.stat(name).await?;
+        let v = envoy.metric(name).await?;
         if v == want || Instant::now() > deadline {
             return Ok(v);
         }
@@ -164,9 +143,21 @@ async fn outage_run(builder: BedBuilder, concurrency: usize) -> Result<(Bed, Run
     Ok((bed, Run { hits, elapsed }))
 }
 
-meshwright_testbed::in_both_forms! {
+meshwright_testbed::in_both_forms!(
+    a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it,
+    with_ten_percent_errors_retries_still_happen_and_success_recovers,
+    the_budget_is_shared_by_all_workers,
+    an_exhausted_budget_allows_retries_again_after_ttl,
+    a_client_cannot_raise_its_retries_past_max_retries,
+    the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them,
+    a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to,
+    envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited,
+    dry_run_counts_what_it_would_do_and_changes_nothing,
+    the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy,
+    bad_configs_are_refused_with_the_field_named,
+    one_caller_cannot_spend_another_callers_retries,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() -> Result<()> {
     let config = json!({"side": "client", "max_retries": NUM_RETRIES, "report_interval_ms": 100});
     let limit = bound(N, 0.2, 10.0, 10.0);
@@ -199,19 +190,30 @@ async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() 
         let d = dest(Side::Client);
         let e = &bed.envoy;
         let retries = ours.hits - N;
-        assert_eq!(e.stat(&d.requests).await?, N);
+        assert_eq!(e.metric(&d.requests).await?, N);
         assert_eq!(settled(e, &d.retries, retries).await?, retries);
         assert_eq!(
-            e.stat(&d.retries_granted).await?,
+            e.metric(&d.retries_granted).await?,
             retries,
             "every grant was used"
         );
-        assert_eq!(e.stat(&d.retries_denied).await?, NUM_RETRIES * N - retries);
-        assert_eq!(e.stat(&side(Side::Client).attempts_unknown).await?, 0);
-        assert_eq!(e.stat(&side(Side::Client).state_errors).await?, 0);
+        assert_eq!(
+            e.metric(&d.retries_denied).await?,
+            NUM_RETRIES * N - retries
+        );
+        assert_eq!(
+            e.metric(&SideMetricNames::new(Side::Client).attempts_unknown)
+                .await?,
+            0
+        );
+        assert_eq!(
+            e.metric(&SideMetricNames::new(Side::Client).state_errors)
+                .await?,
+            0
+        );
         // The gauge: nothing left.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(e.stat(&d.budget).await?, 0);
+        assert_eq!(e.metric(&d.budget).await?, 0);
         let prom = e.prometheus().await?;
         let line = format!(
             "meshwright_retry_budget_destination_retries_granted{{side=\"client\",destination=\"backend\"}} {retries}"
@@ -255,7 +257,6 @@ async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_ten_percent_errors_retries_still_happen_and_success_recovers() -> Result<()> {
     // Every attempt fails with probability 0.1, independently (seeded).
     let flaky = |seed: u64| {
@@ -298,11 +299,11 @@ async fn with_ten_percent_errors_retries_still_happen_and_success_recovers() -> 
             let e = &bed.envoy;
             assert_eq!(settled(e, &d.retries, retries).await?, retries);
             assert_eq!(
-                e.stat(&d.retries_denied).await?,
+                e.metric(&d.retries_denied).await?,
                 0,
                 "healthy retrying was starved"
             );
-            assert_eq!(e.stat(&d.retries_granted).await?, NUM_RETRIES * N);
+            assert_eq!(e.metric(&d.retries_granted).await?, NUM_RETRIES * N);
         }
     }
     println!(
@@ -328,7 +329,6 @@ async fn connections_per_worker(envoy: &Envoy, workers: u32) -> Result<Vec<u64>>
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_budget_is_shared_by_all_workers() -> Result<()> {
     let config = json!({"side": "client", "max_retries": NUM_RETRIES});
     let limit = bound(N, 0.2, 10.0, 10.0);
@@ -341,8 +341,8 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
             });
         let (bed, run) = outage_run(builder, 32).await?;
         let per_worker = connections_per_worker(&bed.envoy, workers).await?;
-        let s = side(Side::Client);
-        let conflicts = bed.envoy.stat(&s.cas_conflicts).await?;
+        let s = SideMetricNames::new(Side::Client);
+        let conflicts = bed.envoy.metric(&s.cas_conflicts).await?;
         println!(
             "{workers} worker(s): {} upstream requests (bound {limit}) in {:.2} s; connections per worker {per_worker:?}; \
              CAS conflicts {conflicts} ({:.2} % of {N} updates)",
@@ -360,12 +360,11 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
             "{} upstream requests with {workers} worker(s), budget {limit}",
             run.hits
         );
-        assert_eq!(bed.envoy.stat(&s.state_errors).await?, 0);
+        assert_eq!(bed.envoy.metric(&s.state_errors).await?, 0);
     }
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     // ttl 2 s, floor 5/s → 10 retries always in the window.
     let bed = caller()
@@ -391,7 +390,7 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        bed.envoy.stat(&d.budget).await?,
+        bed.envoy.metric(&d.budget).await?,
         0,
         "the outage spent the budget"
     );
@@ -405,7 +404,11 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
 
     // After ttl everything has expired but the floor.
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    assert_eq!(bed.envoy.stat(&d.budget).await?, 10, "the floor, 5/s × 2 s");
+    assert_eq!(
+        bed.envoy.metric(&d.budget).await?,
+        10,
+        "the floor, 5/s × 2 s"
+    );
     let before = bed.upstream.hits();
     assert_eq!(http.get("/probe", &[]).await?.status, 503);
     assert_eq!(hits(before), 1 + NUM_RETRIES, "retries are allowed again");
@@ -416,7 +419,6 @@ async fn an_exhausted_budget_allows_retries_again_after_ttl() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_cannot_raise_its_retries_past_max_retries() -> Result<()> {
     let bed = caller()
         .plugin(client_plugin(json!({"side": "client", "max_retries": 2})))
@@ -469,7 +471,6 @@ async fn chain(
     Ok((callee, caller))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() -> Result<()> {
     // The caller retries 503 and 429 alike: only x-envoy-ratelimited keeps it from retrying a
     // shed reply.
@@ -521,10 +522,10 @@ async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() ->
 
     let d = dest(Side::Server);
     let e = &callee.envoy;
-    let retries_seen = e.stat(&d.retries).await?;
-    let shed = e.stat(&d.retries_shed).await?;
-    assert_eq!(e.stat(&d.requests).await?, N + retries_seen);
-    assert_eq!(e.stat(&d.retries_over_budget).await?, shed);
+    let retries_seen = e.metric(&d.retries).await?;
+    let shed = e.metric(&d.retries_shed).await?;
+    assert_eq!(e.metric(&d.requests).await?, N + retries_seen);
+    assert_eq!(e.metric(&d.retries_over_budget).await?, shed);
     assert_eq!(
         retries_seen - shed,
         hits - N,
@@ -548,7 +549,6 @@ async fn the_callee_sheds_retries_over_budget_and_callers_do_not_retry_them() ->
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Result<()> {
     // A gRPC error as servers send it: trailers-only (grpc-status in the headers), which is
     // what Envoy's router can retry on.
@@ -584,7 +584,10 @@ async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Res
     assert_eq!(callee.upstream.hits(), 1);
     assert_eq!(caller.stat("cluster.backend.upstream_rq_retry").await?, 1);
     assert_eq!(
-        callee.envoy.stat(&dest(Side::Server).retries_shed).await?,
+        callee
+            .envoy
+            .metric(&dest(Side::Server).retries_shed)
+            .await?,
         1
     );
     // The reply as a gRPC client receives it (trailers-only, so its headers are the trailers).
@@ -609,7 +612,6 @@ async fn a_shed_grpc_retry_is_not_retried_and_tells_grpc_clients_not_to() -> Res
 }
 
 /// Re-measures the platform fact the server side relies on, with no filter at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited() -> Result<()> {
     let bed = caller()
         .upstream(behaviour(|seen| match seen.path.as_str() {
@@ -654,7 +656,6 @@ async fn envoy_retries_x_envoy_overloaded_but_not_x_envoy_ratelimited() -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     let n = 500;
     // Client side.
@@ -673,13 +674,16 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     );
     let d = dest(Side::Client);
     let e = &bed.envoy;
-    let granted = e.stat(&d.retries_granted).await?;
+    let granted = e.metric(&d.retries_granted).await?;
     let limit = bound(n, 0.2, 10.0, 10.0) - n;
     assert!(
         granted <= limit && granted >= limit - 1,
         "{granted} granted, budget {limit}"
     );
-    assert_eq!(e.stat(&d.retries_denied).await?, NUM_RETRIES * n - granted);
+    assert_eq!(
+        e.metric(&d.retries_denied).await?,
+        NUM_RETRIES * n - granted
+    );
     assert_eq!(settled(e, &d.retries, 3 * n).await?, 3 * n);
 
     // Server side.
@@ -695,24 +699,19 @@ async fn dry_run_counts_what_it_would_do_and_changes_nothing() -> Result<()> {
     assert_eq!(callee.upstream.hits(), 4 * n, "dry run shed something");
     let d = dest(Side::Server);
     let e = &callee.envoy;
-    assert_eq!(e.stat(&d.retries).await?, 3 * n);
-    let over = e.stat(&d.retries_over_budget).await?;
+    assert_eq!(e.metric(&d.retries).await?, 3 * n);
+    let over = e.metric(&d.retries_over_budget).await?;
     assert!(
         over >= 3 * n - limit && over <= 3 * n - limit + 1,
         "{over} over budget"
     );
-    assert_eq!(e.stat(&d.retries_shed).await?, 0);
+    assert_eq!(e.metric(&d.retries_shed).await?, 0);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Result<()> {
     // k8s/mesh: retries.attempts 2, retryOn connect-failure,refused-stream,unavailable,cancelled,503.
-    let mesh_policy = json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
-        "num_retries": 2,
-    });
+    let mesh_policy = mesh_retry_policy(2);
     let callee = Bed::builder()
         .plugin(shipped("retry-budget-server")?)
         .plugin(shipped("retry-budget-client")?) // CLIENT only: not attached inbound
@@ -732,7 +731,10 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     // Every request fails during the outage: the upstream's 503, or — when the callee's budget
     // window runs ahead of the caller's on a loaded machine — the callee shedding a retry (429).
     let statuses: std::collections::BTreeSet<u16> = got.iter().map(|r| r.status).collect();
-    assert!(statuses.iter().all(|s| *s == 503 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 503 || *s == 429),
+        "{statuses:?}"
+    );
     let hits = callee.upstream.hits();
     let limit = bound(n, 0.2, 10.0, 10.0);
     println!(
@@ -741,17 +743,19 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     );
     assert!(hits <= limit, "{hits} > {limit}");
     // The caller's budget spent itself first; the callee admitted every retry it got.
-    assert!(caller.stat(&dest(Side::Client).retries_granted).await? > 0);
+    assert!(caller.metric(&dest(Side::Client).retries_granted).await? > 0);
     assert_eq!(
-        callee.envoy.stat(&dest(Side::Server).retries_shed).await?,
+        callee
+            .envoy
+            .metric(&dest(Side::Server).retries_shed)
+            .await?,
         0
     );
-    assert_eq!(caller.stat(&dest(Side::Server).requests).await?, 0);
-    assert_eq!(callee.envoy.stat(&dest(Side::Client).requests).await?, 0);
+    assert_eq!(caller.metric(&dest(Side::Server).requests).await?, 0);
+    assert_eq!(callee.envoy.metric(&dest(Side::Client).requests).await?, 0);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
     let cases = [
         (
@@ -791,7 +795,6 @@ async fn bad_configs_are_refused_with_the_field_named() -> Result<()> {
 /// (`x-envoy-attempt-count: 2`, what a caller retrying everything sends): they spend its share of
 /// the callee's budget and are shed beyond it — and the other caller's genuine retry still passes.
 /// With `per_caller: false` the same run leaves the other caller's retry shed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
     use meshwright_testbed::mesh::authn::downstream_mtls;
     use meshwright_testbed::mesh::certs::Ca;
@@ -804,8 +807,13 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
     for per_caller in [true, false] {
         let tls = downstream_mtls(&callee_id, &ca.pem());
         let callee = Bed::builder()
-            .plugin(server_plugin(json!({"side": "server", "per_caller": per_caller})))
-            .routes(move |l| l.route(Route::to_cluster("/", "backend")).transport_socket(tls))
+            .plugin(server_plugin(
+                json!({"side": "server", "per_caller": per_caller}),
+            ))
+            .routes(move |l| {
+                l.route(Route::to_cluster("/", "backend"))
+                    .transport_socket(tls)
+            })
             .start()
             .await?;
         // A caller's sidecar that passes the test's attempt count on (the router's own count
@@ -853,15 +861,15 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
             (90..=110).contains(&passed),
             "per_caller {per_caller}: {passed} of {claimed} claimed retries passed"
         );
-        let r = store
-            .http("main")
-            .get("/api/products/1", &retry)
-            .await?;
+        let r = store.http("main").get("/api/products/1", &retry).await?;
         other_callers_retry.push(r.status);
         let seen = callee.upstream.hits();
         assert_eq!(seen, passed + u64::from(r.status == 200));
         let d = dest(Side::Server);
-        assert_eq!(callee.envoy.stat(&d.retries_shed).await?, shed + u64::from(r.status == 429));
+        assert_eq!(
+            callee.envoy.metric(&d.retries_shed).await?,
+            shed + u64::from(r.status == 429)
+        );
     }
     assert_eq!(
         other_callers_retry,
@@ -869,7 +877,6 @@ async fn one_caller_cannot_spend_another_callers_retries() -> Result<()> {
         "the other caller's retry: per caller it is paid, with one budget for all it is shed"
     );
     Ok(())
-}
 }
 
 /// Re-measures the platform fact the gateway relies on: with `include_request_attempt_count`

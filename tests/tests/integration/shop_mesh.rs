@@ -785,7 +785,7 @@ async fn a_fault_drill_on_invoice_degrades_the_order_page_and_the_retry_budget_c
         ),
     );
     let sidecar = mesh.sidecar("store-0")?;
-    let stat = |name: String| async move { sidecar.stat(&format!("wasmcustom.{name}")).await };
+    let stat = |name: String| async move { sidecar.metric(&name).await };
     let requests = stat(names.requests.clone()).await?;
     let granted = stat(names.retries_granted.clone()).await?;
     let denied = stat(names.retries_denied.clone()).await?;
