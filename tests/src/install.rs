@@ -219,41 +219,55 @@ fn locked_version(package: &str) -> Result<String> {
     bail!("{package} is not in Cargo.lock")
 }
 
-/// wasm-bindgen's test runner, at the version Cargo.lock pins for wasm-bindgen (they must
-/// match); installed into .tools/bin. Returns that directory (to put on PATH).
-pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
-    let version = locked_version("wasm-bindgen")?;
-    let root = paths::tools().join(format!("wasm-bindgen-{version}"));
+/// A crates.io tool `krate` at `version`, installed (once, under a lock) into
+/// `.tools/<dir>/bin` with `binary` in it, built with a cheap release profile (the tools only
+/// post-process a few files: a fully optimised build would cost CI minutes of compiling for
+/// nothing). `flags`: further `cargo install` flags. Returns the bin directory (for PATH).
+fn ensure_cargo_tool(
+    krate: &str,
+    version: &str,
+    dir: &str,
+    binary: &str,
+    flags: &[&str],
+    why: &str,
+) -> Result<PathBuf> {
+    let root = paths::tools().join(dir);
     let bin = root.join("bin");
-    if bin.join("wasm-bindgen-test-runner").exists() {
+    if bin.join(binary).exists() {
         return Ok(bin);
     }
     let _lock = Lock::take()?;
-    if bin.join("wasm-bindgen-test-runner").exists() {
+    if bin.join(binary).exists() {
         return Ok(bin);
     }
-    eprintln!("installing wasm-bindgen-cli {version} (wasm32 test runner; ~2 min of compiling)");
-    // No default features: the runner only needs Node, not TLS downloads. Not --locked: the
-    // published lock file names a webpki-roots release this machine's crates.io mirror lacks.
-    // A cheap release profile: the runner only post-processes a few test modules, so a fully
-    // optimised build (LTO, opt-level 3) would cost CI minutes of compiling for nothing.
+    eprintln!("installing {krate} {version} ({why})");
     run(Command::new("cargo")
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .args([
-            "install",
-            "--quiet",
-            "--no-default-features",
-            "wasm-bindgen-cli",
-            "--version",
-            &version,
-            "--root",
-        ])
+        .args(["install", "--quiet"])
+        .args(flags)
+        .args([krate, "--version", version, "--root"])
         .arg(&root)
         .current_dir(paths::tools()))?;
     Ok(bin)
+}
+
+/// wasm-bindgen's test runner, at the version Cargo.lock pins for wasm-bindgen (they must
+/// match); installed into .tools/. Returns its bin directory (to put on PATH).
+pub fn ensure_wasm_bindgen_runner() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    // No default features: the runner only needs Node, not TLS downloads. Not --locked: the
+    // published lock file names a webpki-roots release this machine's crates.io mirror lacks.
+    ensure_cargo_tool(
+        "wasm-bindgen-cli",
+        &version,
+        &format!("wasm-bindgen-{version}"),
+        "wasm-bindgen-test-runner",
+        &["--no-default-features"],
+        "wasm32 test runner; ~2 min of compiling",
+    )
 }
 
 /// The SBOM generator's version (crates.io `cargo-cyclonedx`, the CycloneDX project's own).
@@ -262,33 +276,14 @@ pub const CARGO_CYCLONEDX: &str = "0.5.9";
 /// `cargo-cyclonedx`, installed into .tools/ (~80 s of compiling the first time). Returns the
 /// directory of its binary (to put on PATH: cargo finds `cargo-cyclonedx` there).
 pub fn ensure_cargo_cyclonedx() -> Result<PathBuf> {
-    let root = paths::tools().join(format!("cargo-cyclonedx-{CARGO_CYCLONEDX}"));
-    let bin = root.join("bin");
-    if bin.join("cargo-cyclonedx").exists() {
-        return Ok(bin);
-    }
-    let _lock = Lock::take()?;
-    if bin.join("cargo-cyclonedx").exists() {
-        return Ok(bin);
-    }
-    eprintln!("installing cargo-cyclonedx {CARGO_CYCLONEDX} (SBOMs; ~80 s of compiling)");
-    run(Command::new("cargo")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
-        .env("CARGO_PROFILE_RELEASE_LTO", "false")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .args([
-            "install",
-            "--quiet",
-            "--locked",
-            "cargo-cyclonedx",
-            "--version",
-            CARGO_CYCLONEDX,
-            "--root",
-        ])
-        .arg(&root)
-        .current_dir(paths::tools()))?;
-    Ok(bin)
+    ensure_cargo_tool(
+        "cargo-cyclonedx",
+        CARGO_CYCLONEDX,
+        &format!("cargo-cyclonedx-{CARGO_CYCLONEDX}"),
+        "cargo-cyclonedx",
+        &["--locked"],
+        "SBOMs; ~80 s of compiling",
+    )
 }
 
 /// `npm ci` in a directory with a package-lock.json, when node_modules is missing or older

@@ -489,13 +489,7 @@ impl Gate<'_> {
             return Decision::Forward(f, Outcome::Bypassed);
         }
         if cookie.len() > self.cfg.max_cookie_header_bytes {
-            let clear = expire_all(
-                self.names,
-                &self.cfg.cookie,
-                cookie,
-                &self.cfg.callback_path,
-                &self.cfg.logout_path,
-            );
+            let clear = self.clear_all(cookie);
             return Decision::Reply(
                 json_reply(
                     431,
@@ -506,6 +500,17 @@ impl Gate<'_> {
             );
         }
         self.protected(req, full_path, cookie, now_ms, cache, rng, slots)
+    }
+
+    /// Set-Cookie headers that clear every cookie of the filter's the request brings.
+    fn clear_all(&self, cookie: &str) -> Vec<String> {
+        expire_all(
+            self.names,
+            &self.cfg.cookie,
+            cookie,
+            &self.cfg.callback_path,
+            &self.cfg.logout_path,
+        )
     }
 
     /// Removes what clients must not set themselves: claim headers, and the filter's cookies.

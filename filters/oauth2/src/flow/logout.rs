@@ -7,13 +7,7 @@ impl Gate<'_> {
     /// (RP-initiated logout, with `id_token_hint`), or straight to the post-logout page.
     pub(super) fn logout(&self, req: &impl HeaderSource, cookie: &str, now_s: u64) -> Decision {
         let _ = now_s;
-        let clear = expire_all(
-            self.names,
-            &self.cfg.cookie,
-            cookie,
-            &self.cfg.callback_path,
-            &self.cfg.logout_path,
-        );
+        let clear = self.clear_all(cookie);
         let post_logout = if self.cfg.post_logout_redirect_uri.starts_with('/') {
             match self.origin(req) {
                 Some(o) => format!("{o}{}", self.cfg.post_logout_redirect_uri),

@@ -120,16 +120,11 @@ impl Gate<'_> {
                     cache.remove(key);
                 }
             }
-            clear = expire_all(
-                self.names,
-                &self.cfg.cookie,
-                cookie,
-                &self.cfg.callback_path,
-                &self.cfg.logout_path,
-            )
-            .into_iter()
-            .filter(|c| !c.starts_with(&self.names.login_prefix))
-            .collect();
+            clear = self
+                .clear_all(cookie)
+                .into_iter()
+                .filter(|c| !c.starts_with(&self.names.login_prefix))
+                .collect();
         }
         if self.cfg.allow_bearer
             && let Some(d) = self.bearer(req, cookie, now_s)

@@ -156,13 +156,7 @@ impl Gate<'_> {
         let decision = match fallback {
             Some(f) => Decision::Forward(f, Outcome::Authenticated),
             None => {
-                let clear = expire_all(
-                    self.names,
-                    &self.cfg.cookie,
-                    cookie,
-                    &self.cfg.callback_path,
-                    &self.cfg.logout_path,
-                );
+                let clear = self.clear_all(cookie);
                 let path = req.header(":path").unwrap_or("/");
                 self.unauthenticated(req, path, clear, Outcome::ExpiredSession, now_s, rng)
             }
