@@ -237,8 +237,13 @@ impl Window {
 
     /// Counts one original request.
     pub fn deposit(&mut self) {
+        self.deposit_n(1);
+    }
+
+    /// Counts `n` original requests (those a worker counted since its last write).
+    pub fn deposit_n(&mut self, n: u32) {
         if let Some(r) = self.requests.get_mut(slot(self.newest)) {
-            *r = r.saturating_add(1);
+            *r = r.saturating_add(n);
         }
     }
 

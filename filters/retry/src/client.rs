@@ -9,6 +9,7 @@
 //! 1.40: 1 upstream attempt instead of 4 with `num_retries: 3`).
 
 use crate::budget::{Budget, Window};
+use crate::lease::Local;
 
 /// Request header that caps the router's retries for one request (it overrides the route's
 /// `num_retries`, up or down, whenever the route has a retry policy).
@@ -44,14 +45,30 @@ impl Grant {
     }
 }
 
-/// Counts one original request and grants it up to `wanted` retries (inside a
-/// [`crate::budget::step`]).
-pub fn admit(window: &mut Window, budget: &Budget, wanted: u32) -> Grant {
-    window.deposit();
+/// Counts one original request and grants it `wanted` retries from what this worker holds.
+/// None: the lease is short, and [`admit_written`] decides.
+pub fn admit(local: &mut Local, wanted: u32) -> Option<Grant> {
+    local.count();
+    local.take(wanted).map(|bucket| Grant {
+        wanted,
+        retries: wanted,
+        bucket,
+    })
+}
+
+/// Grants up to `wanted` retries by a write of the shared window (inside a
+/// [`crate::budget::step`]); the request was counted by [`admit`].
+pub fn admit_written(
+    window: &mut Window,
+    budget: &Budget,
+    local: &mut Local,
+    wanted: u32,
+) -> Grant {
+    let (retries, bucket) = local.write(window, budget, wanted);
     Grant {
         wanted,
-        retries: window.grant(budget, wanted),
-        bucket: window.newest(),
+        retries,
+        bucket,
     }
 }
 
@@ -107,13 +124,17 @@ mod tests {
     fn an_empty_budget_grants_nothing_and_counts_the_denial() {
         let b = Budget::try_new(0.2, 0.0, 10_000).unwrap();
         let mut w = Window::new(&b, 0);
-        let g = admit(&mut w, &b, 3);
+        let mut l = Local::new(true);
+        let mut run = |w: &mut Window, want| {
+            admit(&mut l, want).unwrap_or_else(|| admit_written(w, &b, &mut l, want))
+        };
+        let g = run(&mut w, 3);
         assert_eq!((g.retries, g.denied()), (0, 3));
         for _ in 0..9 {
-            w.deposit();
+            assert_eq!(run(&mut w, 0).retries, 0);
         }
         // 11 requests: 2.2 tokens.
-        let g = admit(&mut w, &b, 3);
+        let g = run(&mut w, 3);
         assert_eq!((g.retries, g.denied(), g.bucket), (2, 1, 0));
         assert_eq!(w.totals(), (11, 2));
     }

@@ -7,6 +7,8 @@
 //!   settled against the retries that really happened;
 //! - [`server`]: the callee's side — retries (`x-envoy-attempt-count` ≥ 2) over budget are shed
 //!   with a reply callers' Envoys do not retry;
+//! - [`lease`]: what one worker keeps of a budget between writes (counted requests, a lease of
+//!   tokens), so the request path makes no shared-data call;
 //! - [`config`], [`destination`] (which budget a request belongs to), [`stats`].
 //!
 //! All of it is plain Rust; the proxy-wasm glue (`plugin`) exists only in the wasm32-wasip1 build.
@@ -16,6 +18,7 @@ pub mod budget;
 pub mod client;
 pub mod config;
 pub mod destination;
+pub mod lease;
 pub mod server;
 pub mod stats;
 

@@ -3,14 +3,16 @@
 //! - The config is parsed and validated once per `on_configure`; a bad one is refused (Envoy
 //!   rejects the plugin) with a log line naming the field.
 //! - Each destination's window lives in the proxy's shared data under
-//!   `meshwright.retry.<side>.<destination>`, read and written with compare-and-swap: one get
-//!   and one set per request when no other worker wrote in between.
+//!   `meshwright.retry.<side>.<destination>`, read and written with compare-and-swap. The
+//!   request path does not touch it: each worker counts requests and hands out tokens from a
+//!   lease it withdrew ([`crate::lease`]); a write (get + set) happens only when the lease is
+//!   short, and on the tick.
 //! - Client side: the request is granted retries (`x-envoy-max-retries`), and when the stream
-//!   ends the router's attempt count (`upstream.request_attempt_count`) settles the grant. The
-//!   settlement is kept in the VM and written with the destination's next update (or the next
-//!   tick), so the common path stays one read-modify-write per request.
+//!   ends the router's attempt count (`upstream.request_attempt_count`) settles the grant: unused
+//!   tokens go back to the lease.
 //! - Server side: retries over budget get the shed reply.
-//! - The root context's tick writes pending settlements and refreshes the budget gauges.
+//! - The root context's tick writes every budget's counts, returns its lease and refreshes the
+//!   budget gauges.
 //! - [`RetryRoot`] is also driven by the bundle (`Composable`): request headers and the tick go
 //!   through meshwright-host, which does the direct host call when alone.
 
@@ -18,6 +20,7 @@ use crate::budget::{self, Adjustments, Budget, Loaded, Window};
 use crate::client::{self, Grant};
 use crate::config::{RetryBudgetConfig, Side};
 use crate::destination::{self, DestinationSource};
+use crate::lease::{self, Local};
 use crate::server::{self, Attempt, Verdict};
 use crate::stats::{DestinationMetricNames, SideMetricNames, shared_key};
 use meshwright_host::compose::{self, Composable};
@@ -103,13 +106,15 @@ struct Dest {
     /// The destination's stat-name segment (a destination's callers share its metrics).
     stat_name: String,
     stats: DestStats,
-    /// Settlements not yet written (client side).
-    pending: RefCell<Adjustments>,
+    /// This worker's counts and lease, not yet written.
+    local: RefCell<Local>,
 }
 
 /// Everything built at `on_configure`, shared by the VM's requests.
 struct Runtime {
     config: RetryBudgetConfig,
+    /// Whether workers may take leases ([`lease::leasing_allowed`]).
+    leasing: bool,
     stats: SideStats,
     dests: RefCell<HashMap<String, Rc<Dest>>>,
     overflow: RefCell<Option<Rc<Dest>>>,
@@ -118,6 +123,7 @@ struct Runtime {
 impl Runtime {
     fn build(config: RetryBudgetConfig) -> Self {
         Self {
+            leasing: lease::leasing_allowed(&config.budget, config.report_interval_ms),
             stats: SideStats::define(config.side),
             dests: RefCell::new(HashMap::new()),
             overflow: RefCell::new(None),
@@ -132,7 +138,10 @@ impl Runtime {
             key: shared_key(self.config.side, key),
             stats: DestStats::define(self.config.side, &stat_name),
             stat_name,
-            pending: RefCell::new(Adjustments::new()),
+            local: RefCell::new(match self.config.side {
+                Side::Client => Local::new(self.leasing),
+                Side::Server => Local::without_leases(self.leasing),
+            }),
         })
     }
 
@@ -189,28 +198,32 @@ impl Runtime {
         Some(dest)
     }
 
-    /// One read-modify-write of `dest`'s window (pending settlements included), running `f` on
-    /// it. None when shared data failed (counted): the caller takes its safe default.
-    fn step<T>(
+    /// One read-modify-write of `dest`'s window, running `f` on it and on this worker's counts
+    /// and lease (a copy per attempt; kept when the write lands). None when shared data failed
+    /// (counted): the counts wait for the next write and the caller takes its safe default.
+    fn write<T>(
         &self,
         dest: &Dest,
         now_ms: u64,
-        mut f: impl FnMut(&mut Window, &Budget) -> T,
+        mut f: impl FnMut(&mut Window, &Budget, &mut Local) -> T,
     ) -> Option<(T, u32)> {
-        let pending = dest
-            .pending
-            .try_borrow_mut()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
+        let before = dest.local.try_borrow().ok()?.clone();
         let budget = self.config.budget;
         let mut loaded = Loaded::Stored;
+        let mut after = None;
+        let none = Adjustments::new();
         let result = shared_data::update_counted(&dest.key, CAS_ATTEMPTS, |stored| {
-            let s = budget::step(&budget, stored, now_ms, &pending, &mut f);
+            let mut local = before.clone();
+            let s = budget::step(&budget, stored, now_ms, &none, |w, b| f(w, b, &mut local));
             loaded = s.loaded;
+            after = Some(local);
             (Some(s.encoded), (s.out, s.level))
         });
         match result {
             Ok(u) => {
+                if let (Some(after), Ok(mut local)) = (after, dest.local.try_borrow_mut()) {
+                    *local = after;
+                }
                 if u.conflicts > 0 {
                     self.stats.cas_conflicts.add(u64::from(u.conflicts));
                 }
@@ -221,12 +234,6 @@ impl Runtime {
             }
             Err(e) => {
                 self.stats.state_errors.inc();
-                // Keep the settlements for the next update.
-                if let Ok(mut p) = dest.pending.try_borrow_mut() {
-                    for (index, delta) in pending.entries() {
-                        p.add(index, delta);
-                    }
-                }
                 match e {
                     UpdateError::Contended => log::debug!("budget {} contended", dest.key),
                     UpdateError::Host(h) => log::debug!("budget {}: {h}", dest.key),
@@ -236,7 +243,8 @@ impl Runtime {
         }
     }
 
-    /// Writes pending settlements and refreshes every destination's budget gauge (`per_caller`:
+    /// Writes every budget this worker counted in or holds a lease of, and refreshes every
+    /// destination's budget gauge (`per_caller`:
     /// the budget left to the destination's most spent caller).
     fn report(&self, now_ms: u64) {
         let mut levels: HashMap<String, (Gauge, u32)> = HashMap::new();
@@ -249,9 +257,10 @@ impl Runtime {
             all.push(o);
         }
         for dest in all {
-            let has_pending = dest.pending.try_borrow().is_ok_and(|p| !p.is_empty());
-            let level = if has_pending {
-                self.step(&dest, now_ms, |_, _| ()).map(|(_, level)| level)
+            let has_writes = dest.local.try_borrow().is_ok_and(|l| l.has_writes());
+            let level = if has_writes {
+                self.write(&dest, now_ms, |w, b, l| l.flush(w, b))
+                    .map(|(_, level)| level)
             } else {
                 match abi::get_shared_data(&dest.key) {
                     Ok((stored, _)) => {
@@ -367,11 +376,21 @@ impl HttpContext for ClientHttp {
         dest.stats.requests.inc();
         let asked = request::header(client::MAX_RETRIES_HEADER).ok().flatten();
         let wanted = client::wanted(rt.config.max_retries, asked.as_deref());
-        let now_ms = clock::now_ms();
-        // No budget state (shared data failed): no retries — the safe side for a callee that
-        // may be drowning in them.
-        let granted = match rt.step(&dest, now_ms, |w, b| client::admit(w, b, wanted)) {
-            Some((grant, _)) => {
+        let local = dest
+            .local
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut l| client::admit(&mut l, wanted));
+        // The lease is short: a write (and the clock, for the window). No budget state (shared
+        // data failed): no retries — the safe side for a callee that may be drowning in them.
+        let grant = local.or_else(|| {
+            rt.write(&dest, clock::now_ms(), |w, b, l| {
+                client::admit_written(w, b, l, wanted)
+            })
+            .map(|(grant, _)| grant)
+        });
+        let granted = match grant {
+            Some(grant) => {
                 add(dest.stats.granted, grant.retries);
                 add(dest.stats.denied, grant.denied());
                 self.grant = Some(grant);
@@ -422,8 +441,8 @@ impl HttpContext for ClientHttp {
         };
         let s = client::settle(&grant, attempts, !rt.config.dry_run);
         add(Some(dest.stats.retries), s.retries);
-        if let Ok(mut p) = dest.pending.try_borrow_mut() {
-            p.add(grant.bucket, s.delta);
+        if let Ok(mut l) = dest.local.try_borrow_mut() {
+            l.settle(grant.bucket, s.delta);
         }
     }
 }
@@ -452,11 +471,19 @@ impl HttpContext for ServerHttp {
         if matches!(attempt, Attempt::Retry(_)) {
             dest.stats.retries.inc();
         }
-        // Shared data failed: let the request through (first attempts are never shed, and a
+        let local = dest
+            .local
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut l| server::admit(&mut l, attempt));
+        // A retry the lease cannot pay: a write. Shared data failed: let the request through (a
         // retry is only shed on the budget's word).
-        let Some((verdict, _)) =
-            rt.step(&dest, clock::now_ms(), |w, b| server::admit(w, b, attempt))
-        else {
+        let Some(verdict) = local.or_else(|| {
+            rt.write(&dest, clock::now_ms(), |w, b, l| {
+                server::admit_written(w, b, l, attempt)
+            })
+            .map(|(verdict, _)| verdict)
+        }) else {
             return Action::Continue;
         };
         if verdict != Verdict::RetryOverBudget {

@@ -10,6 +10,7 @@
 
 use crate::budget::{Budget, Window};
 use crate::config::Shed;
+use crate::lease::Local;
 use meshwright_shared::reply::Reply;
 
 /// The request header that tells a retry from a first attempt.
@@ -46,20 +47,34 @@ pub enum Verdict {
     RetryOverBudget,
 }
 
-/// Counts one inbound request (inside a [`crate::budget::step`]).
-pub fn admit(window: &mut Window, budget: &Budget, attempt: Attempt) -> Verdict {
+/// Decides an inbound request from what this worker holds: a first attempt is counted (and
+/// never refused). None: a write decides ([`admit_written`]: every retry — the server side
+/// takes no leases, [`Local::without_leases`] — and any request while the worker is tight).
+pub fn admit(local: &mut Local, attempt: Attempt) -> Option<Verdict> {
     match attempt {
         Attempt::First => {
-            window.deposit();
+            local.count();
+            (!local.is_tight()).then_some(Verdict::First)
+        }
+        Attempt::Retry(_) => local.take(1).map(|_| Verdict::RetryAdmitted),
+    }
+}
+
+/// A request [`admit`] left to a write of the shared window (inside a
+/// [`crate::budget::step`]): a first attempt's deposit, or a retry's token.
+pub fn admit_written(
+    window: &mut Window,
+    budget: &Budget,
+    local: &mut Local,
+    attempt: Attempt,
+) -> Verdict {
+    match attempt {
+        Attempt::First => {
+            local.flush(window, budget);
             Verdict::First
         }
-        Attempt::Retry(_) => {
-            if window.grant(budget, 1) == 1 {
-                Verdict::RetryAdmitted
-            } else {
-                Verdict::RetryOverBudget
-            }
-        }
+        Attempt::Retry(_) if local.write(window, budget, 1).0 == 1 => Verdict::RetryAdmitted,
+        Attempt::Retry(_) => Verdict::RetryOverBudget,
     }
 }
 
@@ -107,25 +122,36 @@ mod tests {
     fn first_attempts_pay_for_retries_and_are_never_refused() {
         let b = Budget::try_new(0.5, 0.0, 10_000).unwrap();
         let mut w = Window::new(&b, 0);
-        assert_eq!(
-            admit(&mut w, &b, Attempt::Retry(2)),
-            Verdict::RetryOverBudget
-        );
-        assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
-        assert_eq!(
-            admit(&mut w, &b, Attempt::Retry(2)),
-            Verdict::RetryOverBudget
-        );
-        assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
-        assert_eq!(admit(&mut w, &b, Attempt::Retry(2)), Verdict::RetryAdmitted);
-        assert_eq!(
-            admit(&mut w, &b, Attempt::Retry(3)),
-            Verdict::RetryOverBudget
-        );
+        let mut l = Local::without_leases(true);
+        let mut run =
+            |w: &mut Window, a| admit(&mut l, a).unwrap_or_else(|| admit_written(w, &b, &mut l, a));
+        assert_eq!(run(&mut w, Attempt::Retry(2)), Verdict::RetryOverBudget);
+        assert_eq!(run(&mut w, Attempt::First), Verdict::First);
+        assert_eq!(run(&mut w, Attempt::Retry(2)), Verdict::RetryOverBudget);
+        assert_eq!(run(&mut w, Attempt::First), Verdict::First);
+        assert_eq!(run(&mut w, Attempt::Retry(2)), Verdict::RetryAdmitted);
+        assert_eq!(run(&mut w, Attempt::Retry(3)), Verdict::RetryOverBudget);
         for _ in 0..100 {
-            assert_eq!(admit(&mut w, &b, Attempt::First), Verdict::First);
+            assert_eq!(run(&mut w, Attempt::First), Verdict::First);
         }
+        // The budget is tight (below the lease floor): every request is written at once.
         assert_eq!(w.totals(), (102, 1));
+    }
+
+    #[test]
+    fn first_attempts_make_no_write_and_each_retry_is_written() {
+        let b = Budget::try_new(0.2, 10.0, 10_000).unwrap();
+        let mut l = Local::without_leases(true);
+        assert_eq!(admit(&mut l, Attempt::First), Some(Verdict::First));
+        assert_eq!(admit(&mut l, Attempt::Retry(2)), None);
+        let mut w = Window::new(&b, 0);
+        assert_eq!(
+            admit_written(&mut w, &b, &mut l, Attempt::Retry(2)),
+            Verdict::RetryAdmitted
+        );
+        assert_eq!(admit(&mut l, Attempt::Retry(2)), None, "no lease");
+        assert_eq!(admit(&mut l, Attempt::First), Some(Verdict::First));
+        assert_eq!(w.totals(), (1, 1));
     }
 
     #[test]

@@ -355,6 +355,9 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
             "a worker got no connection: {per_worker:?}"
         );
         // Per-worker budgets would let each worker spend its own floor: ~600 retries with 2.
+        // Workers count requests locally and lease tokens (the lease module): this is the bound
+        // on what that may overshoot — nothing, at 2 workers — and, from below, on what leases
+        // held back by the other worker may cost.
         assert!(
             (limit - 1..=limit).contains(&run.hits),
             "{} upstream requests with {workers} worker(s), budget {limit}",
