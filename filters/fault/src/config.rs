@@ -103,6 +103,11 @@ pub struct FaultConfig {
     pub rules: Vec<Rule>,
     /// Request headers the decision reads; the glue fetches exactly these.
     pub headers_read: Vec<String>,
+    /// Headers of which a request must carry at least one for anything to fire (every rule's
+    /// [`RequestMatcher::required_header`] and header control's fault headers), so the glue
+    /// can rule a request out with a few absent-header reads before fetching the rest. `None`
+    /// when some enabled rule can match without any header (e.g. a path-only rule).
+    pub gates: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +163,23 @@ impl FaultConfig {
     pub fn rule_active(rule: &Rule, now_ms: u64) -> bool {
         rule.enabled && rule.expires_at_ms.is_none_or(|t| now_ms < t)
     }
+}
+
+/// See [`FaultConfig::gates`].
+fn gates(rules: &[Rule], header_control: bool) -> Option<Vec<String>> {
+    let mut gates: Vec<String> = Vec::new();
+    let mut need = |h: &str| {
+        if !gates.iter().any(|x| x == h) {
+            gates.push(h.to_owned());
+        }
+    };
+    for rule in rules.iter().filter(|r| r.enabled) {
+        need(rule.matcher.required_header()?);
+    }
+    if header_control {
+        crate::control::FIELDS.iter().for_each(|h| need(h));
+    }
+    Some(gates)
 }
 
 impl FaultConfigSpec {
@@ -226,7 +248,9 @@ impl FaultConfigSpec {
             need("content-type");
         }
 
+        let gates = gates(&rules, header_control.is_some());
         Ok(FaultConfig {
+            gates,
             enabled: self.enabled,
             max_active_faults: self.max_active_faults,
             delay_resolution_ms,

@@ -30,6 +30,9 @@ pub const DELAY_PERCENTAGE: &str = "x-envoy-fault-delay-request-percentage";
 pub const SIGNATURE: &str = "x-meshwright-fault-signature";
 
 /// Every header header control reads.
+/// The headers that ask for a fault: a request without any of them is [`Control::Absent`].
+pub const FIELDS: [&str; 5] = [ABORT, ABORT_GRPC, ABORT_PERCENTAGE, DELAY, DELAY_PERCENTAGE];
+
 pub const HEADERS_READ: [&str; 6] = [
     ABORT,
     ABORT_GRPC,
@@ -78,7 +81,7 @@ pub fn read(
     now_ms: u64,
 ) -> Control {
     let value = |h| req.header(h);
-    let fields = [ABORT, ABORT_GRPC, ABORT_PERCENTAGE, DELAY, DELAY_PERCENTAGE].map(value);
+    let fields = FIELDS.map(value);
     if fields.iter().all(Option::is_none) {
         return Control::Absent;
     }

@@ -119,6 +119,17 @@ pub fn decide(
     decision
 }
 
+/// Whether anything could fire for `req`: false when the config has [`FaultConfig::gates`] and
+/// the request carries none of them, so the glue need not fetch the rest of the headers, read
+/// the clock or roll. `decide` on such a request has no plan and rejects nothing.
+pub fn may_fire(config: &FaultConfig, req: &impl HeaderSource) -> bool {
+    config.enabled
+        && config
+            .gates
+            .as_ref()
+            .is_none_or(|gates| gates.iter().any(|g| req.header(g).is_some()))
+}
+
 fn rule_applies(rule: &Rule, req: &impl HeaderSource) -> bool {
     rule.matcher.matches(req)
         && rule.cohort.as_ref().is_none_or(|c| {
@@ -379,10 +390,80 @@ mod tests {
         assert_eq!(d.plan.unwrap().abort.unwrap().status, 500);
     }
 
+    /// The shipped drills' shape: every rule keyed on a header, and header control.
+    const DRILLS: &str = r#"{"header_control":{"require_signature":false},"rules":[
+        {"name":"a","match":{"path":{"prefix":"/api/a"},"headers":[{"name":"x-drill","exact":"a"}]},
+         "abort":{"http_status":503,"percentage":100}},
+        {"name":"b","match":{"headers":[{"name":"x-off","present":false},
+            {"name":"x-env","prefix":"prod","invert":true}]},
+         "abort":{"http_status":500,"percentage":100}}]}"#;
+
+    #[test]
+    fn a_request_without_any_gate_header_is_ruled_out_before_the_rest_is_read() {
+        let c = config(DRILLS);
+        assert_eq!(
+            c.gates.as_deref(),
+            Some(
+                &[
+                    "x-drill",
+                    "x-env",
+                    ABORT,
+                    crate::control::ABORT_GRPC,
+                    crate::control::ABORT_PERCENTAGE,
+                    DELAY,
+                    crate::control::DELAY_PERCENTAGE
+                ]
+                .map(str::to_owned)[..]
+            )
+        );
+        assert!(!may_fire(&c, &get("/api/a")));
+        assert!(may_fire(&c, &req(&[("x-drill", "b")])));
+        assert!(may_fire(&c, &req(&[(DELAY, "10")])));
+        // A rule that needs no header (path only) leaves nothing to gate on.
+        let c = config(
+            r#"{"rules":[{"name":"p","match":{"path":{"prefix":"/x"}},
+            "abort":{"http_status":503,"percentage":100}}]}"#,
+        );
+        assert_eq!(c.gates, None);
+        assert!(may_fire(&c, &get("/y")));
+        // A disabled rule does not count; no rules and no header control: nothing can fire.
+        let c = config(
+            r#"{"rules":[{"name":"p","enabled":false,"match":{"path":{"prefix":"/x"}},
+            "abort":{"http_status":503,"percentage":100}}]}"#,
+        );
+        assert_eq!(c.gates.as_deref(), Some(&[][..]));
+        assert!(!may_fire(&c, &get("/x")));
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     mod props {
         use super::*;
         use proptest::prelude::*;
+
+        proptest! {
+            /// The gate never hides a fault or a rejection `decide` would have made.
+            #[test]
+            fn a_request_the_gate_rules_out_gets_no_fault(
+                present in proptest::collection::vec(any::<bool>(), 9),
+                values in proptest::collection::vec("(a|b|prod|staging|418|50|)", 9),
+                path in "/api/[ab]?", seed in any::<u64>(),
+            ) {
+                let c = config(DRILLS);
+                let names = ["x-drill", "x-off", "x-env", ABORT, crate::control::ABORT_GRPC,
+                    crate::control::ABORT_PERCENTAGE, DELAY, crate::control::DELAY_PERCENTAGE,
+                    SIGNATURE];
+                let mut r = get(&path);
+                for ((name, on), v) in names.iter().zip(&present).zip(&values) {
+                    if *on {
+                        r.push(name, v.clone());
+                    }
+                }
+                if !may_fire(&c, &r) {
+                    let d = decide(&c, None, &r, NOW, &mut WyRand::new(seed));
+                    prop_assert_eq!(d, Decision::default());
+                }
+            }
+        }
 
         proptest! {
             #[test]

@@ -1,5 +1,7 @@
 //! proxy-wasm glue: read the headers the config needs, [`decide`], act on the plan.
 //!
+//! - A request is first checked for the config's gate headers (absent-header reads, the cheapest
+//!   host call); only one that carries one gets its headers fetched and decided.
 //! - The config is parsed and validated once per `on_configure`; a bad one is refused (Envoy
 //!   rejects the plugin) with a log line naming the field.
 //! - A delay pauses the request and parks the stream; the root context's tick resumes it (or
@@ -12,7 +14,7 @@
 //!   resumes go through meshwright-host, which does the direct host call when alone.
 
 use crate::config::FaultConfig;
-use crate::decide::{Reply, Source, decide};
+use crate::decide::{Reply, Source, decide, may_fire};
 use crate::stats::{self, RuleMetricNames};
 use meshwright_host::compose::{self, Composable};
 use meshwright_host::metrics::{Counter, Gauge};
@@ -250,6 +252,23 @@ impl HttpContext for FaultHttp {
         let config = &rt.config;
         if !config.enabled || (config.rules.is_empty() && config.header_control.is_none()) {
             return Action::Continue;
+        }
+        // Cheapest first: a request with none of the gate headers (the common case: no drill, no
+        // fault header) is ruled out with a few absent-header reads, before the header map, the
+        // clock or the generator are touched.
+        if let Some(gates) = &config.gates {
+            let mut found = HeaderList::with_capacity(1);
+            for name in gates {
+                match request::header(name) {
+                    Ok(None) => {}
+                    Ok(Some(value)) => found.push(name, value),
+                    // Unknown: decide on the full read.
+                    Err(_) => found.push(name, String::new()),
+                }
+            }
+            if !may_fire(config, &found) {
+                return Action::Continue;
+            }
         }
         // One host call for all of them (alone, or the parent module's copy).
         let headers = request::joined_pass(|| {

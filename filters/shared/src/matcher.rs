@@ -160,6 +160,15 @@ impl HeaderMatcher {
         &self.name
     }
 
+    /// Whether this condition fails on a request that lacks the header (a value condition,
+    /// inverted or not, or `present: true`).
+    pub fn needs_presence(&self) -> bool {
+        match &self.kind {
+            HeaderCondition::Present(want) => *want,
+            HeaderCondition::Value { .. } => true,
+        }
+    }
+
     pub fn matches(&self, headers: &impl HeaderSource) -> bool {
         let value = headers.header(&self.name);
         match &self.kind {
@@ -276,6 +285,15 @@ impl RequestMatcher {
         self.headers.iter().all(|h| h.matches(req))
     }
 
+    /// A header this matcher cannot match without (the first such condition), so a filter can
+    /// rule the match out with one cheap read before it fetches anything else.
+    pub fn required_header(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.needs_presence())
+            .map(HeaderMatcher::name)
+    }
+
     /// The request headers this matcher reads, so the glue fetches only those.
     pub fn headers_read(&self) -> impl Iterator<Item = &str> {
         let path = self.path.as_ref().map(|_| ":path");
@@ -348,6 +366,38 @@ mod tests {
             !m.matches(&req(&[("x-canary", "1")])),
             "absent header fails a value condition even when inverted"
         );
+    }
+
+    #[test]
+    fn the_required_header_is_one_no_match_can_do_without() {
+        let m = |json: &str| matcher(json).required_header().map(str::to_owned);
+        assert_eq!(
+            m(r#"{"headers":[{"name":"x-debug","present":false},{"name":"X-Drill","exact":"a"}]}"#)
+                .as_deref(),
+            Some("x-drill")
+        );
+        assert_eq!(
+            m(r#"{"headers":[{"name":"x-env","prefix":"prod","invert":true}]}"#).as_deref(),
+            Some("x-env"),
+            "an inverted value condition still needs the header"
+        );
+        assert_eq!(
+            m(r#"{"headers":[{"name":"x-canary","present":true,"invert":true}]}"#),
+            None
+        );
+        assert_eq!(m(r#"{"path":{"prefix":"/api/"}}"#), None);
+        // The claim, checked on the conditions themselves: without the header, no match.
+        for json in [
+            r#"{"headers":[{"name":"x-a","exact":"1"},{"name":"x-b","present":false}]}"#,
+            r#"{"headers":[{"name":"x-b","present":false},{"name":"x-a","suffix":"z","invert":true}]}"#,
+            r#"{"headers":[{"name":"x-a","present":true}]}"#,
+        ] {
+            let matcher = matcher(json);
+            let name = matcher.required_header().unwrap().to_owned();
+            for others in [&[][..], &[("x-b", "1")][..], &[("x-c", "")][..]] {
+                assert!(!matcher.matches(&req(others)), "{json} without {name}");
+            }
+        }
     }
 
     #[test]
