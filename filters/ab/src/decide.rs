@@ -22,6 +22,7 @@ use crate::overrides::{self, Rejection};
 use crate::sticky::{self, Entry};
 use meshwright_shared::headers::HeaderSource;
 use meshwright_shared::rng::Random;
+use meshwright_shared::time::Now;
 
 /// How a variant was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub fn decide(
     config: &AbConfig,
     key: Option<&[u8]>,
     req: &impl HeaderSource,
-    now_ms: u64,
+    now: impl Now,
     rng: &mut impl Random,
 ) -> Decision {
     let n = config.experiments.len();
@@ -107,7 +108,7 @@ pub fn decide(
     }
 
     if config.enabled {
-        let forced = match overrides::read(config, key, req, now_ms) {
+        let forced = match overrides::read(config, key, req, &now) {
             overrides::Outcome::Absent => Vec::new(),
             overrides::Outcome::Rejected(r) => {
                 d.override_rejected = Some(r);

@@ -17,6 +17,7 @@ use crate::baggage::decode_value;
 use crate::config::{AbConfig, Overrides};
 use meshwright_shared::crypto::{hmac_sha256, to_hex, verify_hmac_sha256_hex};
 use meshwright_shared::headers::HeaderSource;
+use meshwright_shared::time::Now;
 
 /// Longest override value read, in bytes.
 pub const MAX_LEN: usize = 1024;
@@ -66,7 +67,7 @@ pub fn read(
     config: &AbConfig,
     key: Option<&[u8]>,
     req: &impl HeaderSource,
-    now_ms: u64,
+    now: &impl Now,
 ) -> Outcome {
     let Some(o) = &config.overrides else {
         return Outcome::Absent;
@@ -98,10 +99,12 @@ pub fn read(
         return Outcome::Forced(forced);
     }
     match (o.signed, signature, key) {
-        (true, Some((t, mac)), Some(key)) => match check_signature(o, key, pairs, t, mac, now_ms) {
-            Ok(()) => Outcome::Forced(forced),
-            Err(r) => Outcome::Rejected(r),
-        },
+        (true, Some((t, mac)), Some(key)) => {
+            match check_signature(o, key, pairs, t, mac, now.now_ms()) {
+                Ok(()) => Outcome::Forced(forced),
+                Err(r) => Outcome::Rejected(r),
+            }
+        }
         _ => Outcome::Rejected(Rejection::NotAllowed),
     }
 }
@@ -214,31 +217,31 @@ mod tests {
             ("x-ab-override", "product=v2, checkout=a"),
         ]);
         assert_eq!(
-            read(&c, None, &r, NOW_MS),
+            read(&c, None, &r, &NOW_MS),
             Outcome::Forced(vec![(0, 1), (1, 0)])
         );
         let other = bearer("mallory");
         let r = req(&[("authorization", &other), ("x-ab-override", "product=v2")]);
         assert_eq!(
-            read(&c, None, &r, NOW_MS),
+            read(&c, None, &r, &NOW_MS),
             Outcome::Rejected(Rejection::NotAllowed)
         );
         let r = req(&[("x-ab-override", "product=v2")]);
         assert_eq!(
-            read(&c, None, &r, NOW_MS),
+            read(&c, None, &r, &NOW_MS),
             Outcome::Rejected(Rejection::NotAllowed)
         );
         // From the query string, percent-encoded or not.
         for path in ["/p?x=1&ab=product%3Dv2", "/p?ab=product=v2#f"] {
             let r = req(&[("authorization", &auth), (":path", path)]);
             assert_eq!(
-                read(&c, None, &r, NOW_MS),
+                read(&c, None, &r, &NOW_MS),
                 Outcome::Forced(vec![(0, 1)]),
                 "{path}"
             );
         }
         assert_eq!(
-            read(&c, None, &req(&[(":path", "/p?abc=1")]), NOW_MS),
+            read(&c, None, &req(&[(":path", "/p?abc=1")]), &NOW_MS),
             Outcome::Absent
         );
     }
@@ -249,13 +252,13 @@ mod tests {
         let ok = sign(KEY, "product=v2", NOW_MS / 1000 + 60);
         let r = req(&[("x-ab-override", &ok)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Forced(vec![(0, 1)])
         );
         let tampered = ok.replace("product=v2", "product=v1");
         let r = req(&[("x-ab-override", &tampered)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::BadSignature)
         );
         let other = sign(
@@ -265,31 +268,31 @@ mod tests {
         );
         let r = req(&[("x-ab-override", &other)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::BadSignature)
         );
         let old = sign(KEY, "product=v2", NOW_MS / 1000);
         let r = req(&[("x-ab-override", &old)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::Expired)
         );
         let far = sign(KEY, "product=v2", NOW_MS / 1000 + 86_401);
         let r = req(&[("x-ab-override", &far)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::TooLongLived)
         );
         let r = req(&[("x-ab-override", "product=v2")]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::NotAllowed)
         );
         // A signed value is not honoured where only the allow-list is configured.
         let c = config(ALLOW);
         let r = req(&[("x-ab-override", &ok)]);
         assert_eq!(
-            read(&c, Some(KEY), &r, NOW_MS),
+            read(&c, Some(KEY), &r, &NOW_MS),
             Outcome::Rejected(Rejection::NotAllowed)
         );
     }
@@ -307,7 +310,7 @@ mod tests {
             ("", Rejection::Malformed),
         ] {
             let r = req(&[("authorization", &auth), ("x-ab-override", v)]);
-            assert_eq!(read(&c, None, &r, NOW_MS), Outcome::Rejected(why), "{v:?}");
+            assert_eq!(read(&c, None, &r, &NOW_MS), Outcome::Rejected(why), "{v:?}");
         }
     }
 
@@ -315,7 +318,7 @@ mod tests {
     fn off_unless_configured() {
         let c = AbConfig::from_json(b"{}").unwrap();
         let r = req(&[("x-ab-override", "product=v2")]);
-        assert_eq!(read(&c, Some(KEY), &r, NOW_MS), Outcome::Absent);
+        assert_eq!(read(&c, Some(KEY), &r, &NOW_MS), Outcome::Absent);
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -330,9 +333,9 @@ mod tests {
                     "allowed_users":{"key":{"header":"x-user"},"values":["qa"]}}"#);
                 let path = format!("/?ab={p}");
                 let r = req(&[("x-ab-override", &v), ("x-user", "qa")]);
-                let _ = read(&c, Some(KEY), &r, NOW_MS);
+                let _ = read(&c, Some(KEY), &r, &NOW_MS);
                 let r = req(&[(":path", &path)]);
-                let _ = read(&c, Some(KEY), &r, NOW_MS);
+                let _ = read(&c, Some(KEY), &r, &NOW_MS);
             }
         }
     }

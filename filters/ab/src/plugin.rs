@@ -20,6 +20,7 @@ use meshwright_host::{abi, clock, logging, random, request};
 use meshwright_shared::config::{ConfigError, Path};
 use meshwright_shared::headers::{HeaderList, bytes_of_text, text_of_bytes};
 use meshwright_shared::rng::WyRand;
+use meshwright_shared::time::Lazy;
 use meshwright_shared::validate::signing_key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
@@ -215,8 +216,8 @@ fn read_headers(wanted: &[String]) -> HeaderList {
     list
 }
 
-impl HttpContext for AbHttp {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+impl AbHttp {
+    fn request_headers(&mut self) -> Action {
         let Some(rt) = self.runtime.clone() else {
             return Action::Continue;
         };
@@ -227,13 +228,17 @@ impl HttpContext for AbHttp {
                 config,
                 rt.signing_key.as_deref(),
                 &headers,
-                clock::now_ms(),
+                // Read only for a signed override token.
+                Lazy::new(clock::now_ms),
                 &mut *rng,
             ),
             _ => return Action::Continue,
         };
+        // A header that is set next needs no removal first: setting replaces every value.
         for name in &decision.remove_headers {
-            let _ = request::remove_header(name);
+            if !decision.set_headers.iter().any(|(n, _)| n == name) {
+                let _ = request::remove_header(name);
+            }
         }
         for (name, value) in &decision.set_headers {
             if let Err(e) = request::set_header_bytes(name, &bytes_of_text(value)) {
@@ -277,6 +282,12 @@ impl HttpContext for AbHttp {
         self.cookies = decision.response_cookies;
         self.debug = decision.debug;
         Action::Continue
+    }
+}
+
+impl HttpContext for AbHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.request_headers()
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

@@ -6,7 +6,8 @@
 //! one stream — the first read fetches the whole map with one host call
 //! ([`meshwright_shared::wire::HeaderMapCopy`]) and later reads, by any filter, are served from
 //! that copy; writes go to the host and are applied to the copy too (a write the host refuses
-//! drops the copy, so the next read fetches again). So `:path`, `cookie`, `authorization`… cross
+//! drops the copy, so the next read fetches again). Removing a header the copy shows absent
+//! makes no host call. So `:path`, `cookie`, `authorization`… cross
 //! the VM boundary once per pass instead of once per filter.
 
 use crate::abi::{self, HostError};
@@ -76,6 +77,16 @@ fn with_copy<R>(f: impl FnOnce(&HeaderMapCopy) -> R) -> Option<R> {
             }
         });
     }
+    PASSES.with(|p| {
+        p.try_borrow()
+            .ok()
+            .and_then(|p| p.last().and_then(|top| top.copy.as_ref().map(f)))
+    })
+}
+
+/// What the innermost pass's copy, if one was fetched already, says (never fetches it: a write
+/// alone is no reason to read the map).
+fn fetched_copy<R>(f: impl FnOnce(&HeaderMapCopy) -> R) -> Option<R> {
     PASSES.with(|p| {
         p.try_borrow()
             .ok()
@@ -155,8 +166,14 @@ pub fn add_header(name: &str, value: &str) -> Result<(), HostError> {
     r
 }
 
-/// Removes every value of a request header.
+/// Removes every value of a request header. Inside a pass whose copy shows the header absent,
+/// no host call is made (a filter clearing the headers it owns pays only for those a client
+/// really sent). Sets are always made: they almost always change the value, and checking first
+/// would scan the copy on every write.
 pub fn remove_header(name: &str) -> Result<(), HostError> {
+    if fetched_copy(|c| c.get(name).is_none()) == Some(true) {
+        return Ok(());
+    }
     let r = abi::remove_header(MAP, name);
     after_write(r.is_ok(), |c| c.remove(name));
     r

@@ -33,7 +33,7 @@ use meshwright_host::metrics::Counter;
 use meshwright_host::parked::Parked;
 use meshwright_host::{abi, clock, logging, request, shared_data, tick};
 use meshwright_shared::config::ConfigError;
-use meshwright_shared::headers::HeaderList;
+use meshwright_shared::headers::{HeaderList, Selector};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::RefCell;
@@ -485,25 +485,30 @@ impl RootContext for OAuth2Root {
     }
 }
 
-/// Reads the headers a decision needs from the current (effective) HTTP context.
-fn read_headers(rt: &Runtime) -> HeaderList {
-    let mut h = HeaderList::with_capacity(flow::HEADERS_READ.len() + 1);
-    for name in flow::HEADERS_READ
-        .iter()
-        .copied()
-        .chain([rt.cfg.forward_header.as_str()])
-    {
-        // Every Cookie header: HTTP/1.1 clients may send several, and Envoy keeps them apart.
-        let value = if name == "cookie" {
-            request::header_joined(name, "; ").map(|v| v.map(|(v, _)| v))
-        } else {
-            request::header(name)
-        };
-        if let Ok(Some(v)) = value {
-            h.push(name, v);
-        }
+/// Reads the headers a decision needs from the current (effective) HTTP context, with one visit
+/// of the map, and whether the request came with a single `Cookie` header.
+fn read_headers(rt: &Runtime) -> (HeaderList, CookieHeaders) {
+    let mut wanted: Vec<&str> = flow::HEADERS_READ.to_vec();
+    wanted.push(rt.cfg.forward_header.as_str());
+    let mut selector = Selector::new(&wanted);
+    if request::visit(|k, v| selector.offer(k, v)).is_err() {
+        return (HeaderList::new(), CookieHeaders::Several);
     }
-    h
+    let (list, cookie_headers) = selector.finish();
+    let cookies = if cookie_headers == 1 {
+        CookieHeaders::One
+    } else {
+        CookieHeaders::Several
+    };
+    (list, cookies)
+}
+
+/// How many `Cookie` headers the request has (as far as this request's read knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CookieHeaders {
+    One,
+    /// Several, or not known.
+    Several,
 }
 
 fn send(r: &Reply) -> Result<(), abi::HostError> {
@@ -516,7 +521,7 @@ fn send(r: &Reply) -> Result<(), abi::HostError> {
     )
 }
 
-fn apply(vm: &Vm, id: u32, f: Forward) {
+fn apply(vm: &Vm, id: u32, f: Forward, cookies: CookieHeaders) {
     for h in &f.remove {
         let _ = request::remove_header(h);
     }
@@ -524,9 +529,13 @@ fn apply(vm: &Vm, id: u32, f: Forward) {
         let _ = request::set_header(k, v);
     }
     match &f.cookie {
+        // One Cookie header: replaced with one host call.
+        Some(Some(c)) if cookies == CookieHeaders::One => {
+            let _ = request::set_header("cookie", c);
+        }
         Some(Some(c)) => {
-            // Remove, then add: replacing would keep a second Cookie header (and a session
-            // cookie in it) where a client sent several.
+            // Remove, then add: where a client sent several Cookie headers, each must go (a
+            // session cookie may be in any of them).
             let _ = request::remove_header("cookie");
             let _ = request::add_header("cookie", c);
         }
@@ -556,8 +565,8 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
     let Some(rt) = vm.runtime.borrow().clone() else {
         return Action::Continue;
     };
-    // One host call for all of them (alone, or the parent module's copy).
-    let headers = request::joined_pass(|| read_headers(&rt));
+    // One host call for all of them (alone; in a parent module, its copy).
+    let (headers, cookies) = read_headers(&rt);
     let now = clock::now_ms();
     let idp = vm.idp.borrow().snapshot();
     let gate = rt.gate(&idp);
@@ -571,7 +580,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
     match decision {
         Decision::Forward(f, outcome) => {
             rt.count(outcome);
-            apply(vm, id, f);
+            apply(vm, id, f, cookies);
             Action::Continue
         }
         Decision::Reply(r, outcome) => {
@@ -611,7 +620,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                 } => {
                     SharedSlots.release(&session.id);
                     rt.count(Outcome::Authenticated);
-                    apply(vm, id, f);
+                    apply(vm, id, f, cookies);
                     Action::Continue
                 }
                 Decision::Refresh { session, .. } => {
@@ -689,7 +698,7 @@ fn process(id: u32, vm: &Vm, deadline: Option<u64>) -> Action {
                 rt.inc(Stat::RefreshFailures);
                 match fallback {
                     Some(f) => {
-                        apply(vm, id, f);
+                        apply(vm, id, f, cookies);
                         Action::Continue
                     }
                     None => {
@@ -1068,7 +1077,7 @@ fn complete_refresh(
     match after.decision {
         Decision::Forward(f, outcome) => {
             rt.count(outcome);
-            apply(vm, id, f);
+            apply(vm, id, f, CookieHeaders::Several);
             compose::continue_request(id);
         }
         Decision::Reply(r, outcome) => {

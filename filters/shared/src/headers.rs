@@ -51,6 +51,61 @@ impl HeaderSource for HeaderList {
     }
 }
 
+/// Collects the headers a decision reads in one visit of a header map (instead of one lookup
+/// per name): the first value of each wanted name, except `cookie`, whose values are all joined
+/// with `; ` (RFC 6265 §5.4: HTTP/1.1 clients may send several, and Envoy keeps them apart).
+#[derive(Debug)]
+pub struct Selector<'a> {
+    wanted: &'a [&'a str],
+    values: Vec<Option<String>>,
+    cookie_headers: usize,
+}
+
+impl<'a> Selector<'a> {
+    /// `wanted`: lower-case names.
+    pub fn new(wanted: &'a [&'a str]) -> Self {
+        Self {
+            wanted,
+            values: vec![None; wanted.len()],
+            cookie_headers: 0,
+        }
+    }
+
+    /// One entry of the map, in order.
+    pub fn offer(&mut self, name: &[u8], value: &[u8]) {
+        let Some(i) = self
+            .wanted
+            .iter()
+            .position(|w| w.as_bytes().eq_ignore_ascii_case(name))
+        else {
+            return;
+        };
+        let cookie = name.eq_ignore_ascii_case(b"cookie");
+        if cookie {
+            self.cookie_headers += 1;
+        }
+        match self.values.get_mut(i) {
+            Some(slot @ None) => *slot = Some(String::from_utf8_lossy(value).into_owned()),
+            Some(Some(joined)) if cookie => {
+                joined.push_str("; ");
+                joined.push_str(&String::from_utf8_lossy(value));
+            }
+            _ => {}
+        }
+    }
+
+    /// The headers found, and how many `Cookie` headers there were.
+    pub fn finish(self) -> (HeaderList, usize) {
+        let mut list = HeaderList::with_capacity(self.wanted.len());
+        for (name, value) in self.wanted.iter().zip(self.values) {
+            if let Some(v) = value {
+                list.push(name, v);
+            }
+        }
+        (list, self.cookie_headers)
+    }
+}
+
 /// The path of a `:path` value without its query string and fragment.
 pub fn path_only(path: &str) -> &str {
     let end = path.find(['?', '#']).unwrap_or(path.len());
@@ -74,6 +129,29 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn a_selection_keeps_first_values_and_joins_every_cookie_header() {
+        let wanted = [":path", "cookie", "accept", "x-absent"];
+        let mut s = Selector::new(&wanted);
+        for (k, v) in [
+            (&b":path"[..], &b"/a"[..]),
+            (b"Cookie", b"a=1"),
+            (b"accept", b"text/html"),
+            (b"x-other", b"1"),
+            (b"accept", b"*/*"),
+            (b"cookie", b"b=2"),
+        ] {
+            s.offer(k, v);
+        }
+        let (list, cookies) = s.finish();
+        assert_eq!(cookies, 2);
+        assert_eq!(list.header("cookie"), Some("a=1; b=2"));
+        assert_eq!(list.header("accept"), Some("text/html"), "the first value");
+        assert_eq!(list.header(":path"), Some("/a"));
+        assert_eq!(list.header("x-absent"), None);
+        assert_eq!(list.iter().count(), 3);
+    }
 
     #[test]
     fn lookup_is_case_insensitive() {

@@ -3,6 +3,47 @@
 //! The host's clock (`proxy_get_current_time_nanoseconds`) is read by the glue and passed to the
 //! logic as `now_ms`, so decisions that depend on time are testable.
 
+/// Where a decision reads the time from: a fixed instant (tests, and glue that has read the
+/// clock anyway), or [`Lazy`], which asks the host only when the decision needs the time.
+pub trait Now {
+    fn now_ms(&self) -> u64;
+}
+
+impl Now for u64 {
+    fn now_ms(&self) -> u64 {
+        *self
+    }
+}
+
+/// The clock read at most once, and only if asked: the host's clock is a host call, and most
+/// requests decide without it.
+pub struct Lazy<F: Fn() -> u64> {
+    read: F,
+    at: std::cell::Cell<Option<u64>>,
+}
+
+impl<F: Fn() -> u64> Lazy<F> {
+    pub fn new(read: F) -> Self {
+        Self {
+            read,
+            at: std::cell::Cell::new(None),
+        }
+    }
+}
+
+impl<F: Fn() -> u64> Now for Lazy<F> {
+    fn now_ms(&self) -> u64 {
+        match self.at.get() {
+            Some(t) => t,
+            None => {
+                let t = (self.read)();
+                self.at.set(Some(t));
+                t
+            }
+        }
+    }
+}
+
 /// Parses an RFC 3339 timestamp (`2026-12-01T00:00:00Z`, `…T09:30:00.250+02:00`) into Unix ms.
 /// Years before 1970 are refused.
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
@@ -91,6 +132,19 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lazy_clock_is_read_once_and_only_when_asked() {
+        let reads = std::cell::Cell::new(0);
+        let clock = Lazy::new(|| {
+            reads.set(reads.get() + 1);
+            1_000
+        });
+        assert_eq!(reads.get(), 0);
+        assert_eq!((clock.now_ms(), clock.now_ms()), (1_000, 1_000));
+        assert_eq!(reads.get(), 1);
+        assert_eq!(7u64.now_ms(), 7);
+    }
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
