@@ -1,5 +1,5 @@
 //! What the modules cost before the first request: Envoy's start-to-ready time and its resident
-//! memory, at 2 workers (one VM per module per worker, plus the main thread's).
+//! memory, at 2 and at 8 workers (one VM per module per worker, plus the main thread's).
 
 use crate::fixtures::Fixtures;
 use crate::runner::{self, Placement};
@@ -10,14 +10,20 @@ use meshwright_testbed::client::Http;
 use serde::Serialize;
 use std::time::Duration;
 
-/// Worker threads of the footprint Envoys.
+/// Worker threads of the footprint Envoys (and of the write-conflict runs).
 pub const WORKERS: u32 = 2;
+
+/// The second worker count of the footprint table: what each further VM costs.
+pub const MANY_WORKERS: u32 = 8;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Footprint {
     pub id: String,
     pub name: String,
     pub filters: Vec<String>,
+    /// Envoy's `--concurrency`.
+    #[serde(default)]
+    pub workers: u32,
     /// Spawn to admin `/ready` (polled every 25 ms), milliseconds.
     pub ready_ms: Option<Spread>,
     /// VmRSS after ready and 20 requests over both workers, MiB.
@@ -25,12 +31,13 @@ pub struct Footprint {
     pub error: Option<String>,
 }
 
-/// Starts each variant `rounds` times (interleaved) with 2 workers, measures, stops it.
+/// Starts each variant `rounds` times (interleaved) with `workers` workers, measures, stops it.
 pub async fn measure(
     variants: &[&Variant],
     fx: &Fixtures,
     placement: &Placement,
     rounds: usize,
+    workers: u32,
 ) -> Vec<Footprint> {
     let mut ready: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
@@ -41,7 +48,7 @@ pub async fn measure(
             if errors.get(i).is_some_and(Option::is_some) {
                 continue;
             }
-            match once(v, fx, placement).await {
+            match once(v, fx, placement, workers).await {
                 Ok((ms, mib, names)) => {
                     if let (Some(r), Some(m), Some(f)) =
                         (ready.get_mut(i), rss.get_mut(i), filters.get_mut(i))
@@ -66,6 +73,7 @@ pub async fn measure(
             id: v.id.clone(),
             name: v.name.clone(),
             filters: filters.get(i).cloned().unwrap_or_default(),
+            workers,
             ready_ms: ready.get(i).and_then(|s| Spread::of(s)),
             rss_mib: rss.get(i).and_then(|s| Spread::of(s)),
             error: errors.get(i).cloned().flatten(),
@@ -77,12 +85,13 @@ async fn once(
     v: &Variant,
     fx: &Fixtures,
     placement: &Placement,
+    workers: u32,
 ) -> Result<(f64, f64, Vec<String>)> {
-    let r = runner::start(v, fx, placement, WORKERS, placement.all_cpus.clone(), None).await?;
+    let r = runner::start(v, fx, placement, workers, placement.all_cpus.clone(), None).await?;
     let ms = r.start_to_ready.as_secs_f64() * 1000.0;
-    // Traffic over several connections, so both workers' VMs have served requests.
+    // Traffic over several connections, so (most likely) every worker's VMs have served requests.
     let mut tasks = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..(2 * workers) {
         let http = Http::new(r.envoy.listener("main"));
         let path = r.request.path.clone();
         let headers = r.request.headers.clone();

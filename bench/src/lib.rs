@@ -432,11 +432,38 @@ pub async fn run(opts: &Options) -> Result<Report> {
         })
         .collect();
     eprintln!(
-        "bench: start-up and memory at {} workers",
-        footprint::WORKERS
+        "bench: start-up and memory at {} and {} workers",
+        footprint::WORKERS,
+        footprint::MANY_WORKERS
     );
-    let footprint =
-        footprint::measure(&footprint_variants, &fx, &placement, opts.footprint_rounds).await;
+    let mut footprint = footprint::measure(
+        &footprint_variants,
+        &fx,
+        &placement,
+        opts.footprint_rounds,
+        footprint::WORKERS,
+    )
+    .await;
+    // At 8 workers: the bare Envoy, OAuth2 (the largest single module), the sets and the bundle.
+    let many: Vec<&Variant> = footprint_variants
+        .iter()
+        .copied()
+        .filter(|v| {
+            v.group == Group::Baseline
+                || v.group == Group::Bundle
+                || ["oauth2", "gateway-set", "sidecar-set"].contains(&v.id.as_str())
+        })
+        .collect();
+    footprint.extend(
+        footprint::measure(
+            &many,
+            &fx,
+            &placement,
+            opts.footprint_rounds,
+            footprint::MANY_WORKERS,
+        )
+        .await,
+    );
     let contention_variants: Vec<&Variant> = all
         .iter()
         .filter(|v| ok_ids.contains(&v.id.as_str()))

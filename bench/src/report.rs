@@ -191,12 +191,12 @@ impl Report {
         md.push_str(&self.targets_table());
         let _ = writeln!(md, "\n## Module sizes\n");
         md.push_str(&self.modules_table());
-        let _ = writeln!(
-            md,
-            "\n## Start-up and memory, {} workers\n",
-            crate::footprint::WORKERS
-        );
-        md.push_str(&self.footprint_table());
+        for workers in [crate::footprint::WORKERS, crate::footprint::MANY_WORKERS] {
+            if self.footprint.iter().any(|f| f.workers == workers) {
+                let _ = writeln!(md, "\n## Start-up and memory, {workers} workers\n");
+                md.push_str(&self.footprint_table(workers));
+            }
+        }
         if !self.contention.is_empty() {
             let _ = writeln!(
                 md,
@@ -345,11 +345,11 @@ impl Report {
         md
     }
 
-    fn footprint_table(&self) -> String {
+    fn footprint_table(&self, workers: u32) -> String {
         let mut md = String::from(
             "| Envoy with | filters | start to ready, ms | VmRSS, MiB |\n|---|---|--:|--:|\n",
         );
-        for f in &self.footprint {
+        for f in self.footprint.iter().filter(|f| f.workers == workers) {
             if let Some(e) = &f.error {
                 let _ = writeln!(md, "| {} | | failed: {} | |", f.name, e.replace('|', "/"));
                 continue;
@@ -451,9 +451,10 @@ impl Report {
         md.push_str(&self.modules_table());
         let _ = writeln!(
             md,
-            "\nStart-up and memory at {} workers, the targets, the requests and the checks: \
+            "\nStart-up and memory at {} and {} workers, the targets, the requests and the checks: \
              [bench/results/latest.md](bench/results/latest.md); method: [bench/README.md](bench/README.md).",
-            crate::footprint::WORKERS
+            crate::footprint::WORKERS,
+            crate::footprint::MANY_WORKERS
         );
         md
     }
