@@ -42,7 +42,7 @@ pub fn leasing_allowed(budget: &Budget, report_interval_ms: u32) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Local {
     leasing: bool,
-    /// Tokens a write withdraws ahead ([`MAX_LEASE`]; 0: none, only the request's own).
+    /// Tokens a write withdraws ahead ([`MAX_LEASE`]).
     lease_size: u32,
     /// Original requests not yet deposited.
     deposits: u32,
@@ -63,17 +63,6 @@ impl Local {
             lease_size: MAX_LEASE,
             tight: !leasing,
             ..Self::default()
-        }
-    }
-
-    /// A worker that counts requests locally but takes no leases: each token is withdrawn by a
-    /// write of its own. The server side's: a retry that reaches a callee is rare in healthy
-    /// traffic, and a callee that held tokens back could shed retries its callers' budgets
-    /// granted.
-    pub fn without_leases(leasing: bool) -> Self {
-        Self {
-            lease_size: 0,
-            ..Self::new(leasing)
         }
     }
 
@@ -250,18 +239,6 @@ mod tests {
         assert_eq!(l.lease.map(|(_, h)| h), Some(MAX_HELD));
         l.flush(&mut w, &b);
         assert_eq!(w.totals(), (0, 0), "every token came back");
-    }
-
-    #[test]
-    fn without_leases_a_worker_only_counts_ahead() {
-        let b = linkerd();
-        let mut w = Window::new(&b, 0);
-        let mut l = Local::without_leases(true);
-        l.count();
-        assert_eq!(l.write(&mut w, &b, 1), (1, 0));
-        assert_eq!(w.totals(), (1, 1), "the request's own token only");
-        assert_eq!(l.take(1), None);
-        assert!(!l.is_tight(), "first attempts still counted in the worker");
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub enum Verdict {
 }
 
 /// Decides an inbound request from what this worker holds: a first attempt is counted (and
-/// never refused). None: a write decides ([`admit_written`]: every retry — the server side
-/// takes no leases, [`Local::without_leases`] — and any request while the worker is tight).
+/// never refused). None: a write decides ([`admit_written`]: every retry, and any request while
+/// the worker is tight — which the server side always is, see the plugin).
 pub fn admit(local: &mut Local, attempt: Attempt) -> Option<Verdict> {
     match attempt {
         Attempt::First => {
@@ -122,7 +122,7 @@ mod tests {
     fn first_attempts_pay_for_retries_and_are_never_refused() {
         let b = Budget::try_new(0.5, 0.0, 10_000).unwrap();
         let mut w = Window::new(&b, 0);
-        let mut l = Local::without_leases(true);
+        let mut l = Local::new(false);
         let mut run =
             |w: &mut Window, a| admit(&mut l, a).unwrap_or_else(|| admit_written(w, &b, &mut l, a));
         assert_eq!(run(&mut w, Attempt::Retry(2)), Verdict::RetryOverBudget);
@@ -139,19 +139,21 @@ mod tests {
     }
 
     #[test]
-    fn first_attempts_make_no_write_and_each_retry_is_written() {
+    fn on_the_server_side_every_request_is_written() {
         let b = Budget::try_new(0.2, 10.0, 10_000).unwrap();
-        let mut l = Local::without_leases(true);
-        assert_eq!(admit(&mut l, Attempt::First), Some(Verdict::First));
-        assert_eq!(admit(&mut l, Attempt::Retry(2)), None);
+        let mut l = Local::new(false);
         let mut w = Window::new(&b, 0);
+        assert_eq!(admit(&mut l, Attempt::First), None);
+        assert_eq!(
+            admit_written(&mut w, &b, &mut l, Attempt::First),
+            Verdict::First
+        );
+        assert_eq!(admit(&mut l, Attempt::Retry(2)), None);
         assert_eq!(
             admit_written(&mut w, &b, &mut l, Attempt::Retry(2)),
             Verdict::RetryAdmitted
         );
-        assert_eq!(admit(&mut l, Attempt::Retry(2)), None, "no lease");
-        assert_eq!(admit(&mut l, Attempt::First), Some(Verdict::First));
-        assert_eq!(w.totals(), (1, 1));
+        assert_eq!(w.totals(), (1, 1), "both in the window at once");
     }
 
     #[test]
