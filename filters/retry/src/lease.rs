@@ -12,10 +12,12 @@
 //! - Leases are taken only while the window holds at least [`LEASE_FLOOR`] tokens. Below that
 //!   the worker is *tight*: every request is written on its own (its deposit and its grant),
 //!   exactly as without leases, so the last tokens of a budget go one by one to whichever worker
-//!   asks, and both sides of a call see the same deposits when it matters (a callee's budget
-//!   must not run short of its callers' and shed retries they were granted). A worker learns that
-//!   the window is tight from its own writes and from every tick. What a lease costs the other workers is at
-//!   most the tokens it holds ([`MAX_HELD`] per worker) until the holder's next write.
+//!   asks. A worker learns that the window is tight from its own writes and from every tick.
+//!   What a lease costs the other workers is at most the tokens it holds ([`MAX_HELD`] per
+//!   worker) until the holder's next write.
+//! - The client side uses all of this. The server side is always tight (`Local::new(false)`):
+//!   a callee whose workers counted first attempts locally lagged its callers' budgets and shed
+//!   retries they had been granted.
 //! - **Every write returns the lease**, and the root context's tick writes every budget the VM
 //!   touched, so a lease lives at most one report interval. Leasing is switched off (every
 //!   request written on its own) when the report interval is not shorter than half the window,
