@@ -247,6 +247,18 @@ impl Window {
         }
     }
 
+    /// Takes back `n` original requests deposited in bucket `index` ahead of their arrival
+    /// ([`crate::ahead`]). Ignored (false) when that bucket has left the window.
+    pub fn take_deposits(&mut self, index: u64, n: u32) -> bool {
+        if !self.is_live(index) {
+            return false;
+        }
+        if let Some(r) = self.requests.get_mut(slot(index)) {
+            *r = r.saturating_sub(n);
+        }
+        true
+    }
+
     /// The window's balance in micro-tokens (may be negative after extra charges).
     pub fn balance_micro(&self, budget: &Budget) -> i128 {
         let requests: i128 = self.requests.iter().map(|&r| i128::from(r)).sum();
@@ -342,8 +354,7 @@ impl Adjustments {
     }
 }
 
-/// One read-modify-write of a stored window: decode, move to `now_ms`, apply pending
-/// settlements, run `f`, encode.
+/// One read-modify-write of a stored window: decode, move to `now_ms`, run `f`, encode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step<T> {
     pub encoded: Vec<u8>,
@@ -357,12 +368,10 @@ pub fn step<T>(
     budget: &Budget,
     stored: Option<&[u8]>,
     now_ms: u64,
-    pending: &Adjustments,
     f: impl FnOnce(&mut Window, &Budget) -> T,
 ) -> Step<T> {
     let (mut window, loaded) = Window::decode(stored, budget, now_ms);
     window.advance(now_ms);
-    pending.apply(&mut window);
     let out = f(&mut window, budget);
     Step {
         encoded: window.encode(),
@@ -372,15 +381,18 @@ pub fn step<T>(
     }
 }
 
+/// Linkerd's default budget (20 %, 10 retries/s, 10 s), for tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn linkerd() -> Budget {
+    Budget::try_new(0.2, 10.0, 10_000).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn linkerd() -> Budget {
-        Budget::try_new(0.2, 10.0, 10_000).unwrap()
-    }
 
     #[test]
     fn parameters_out_of_range_are_refused() {
@@ -568,16 +580,17 @@ mod tests {
     }
 
     #[test]
-    fn a_step_applies_pending_settlements_before_deciding() {
+    fn settlements_applied_in_a_step_pay_for_its_grant() {
         let b = Budget::try_new(0.0, 0.3, 10_000).unwrap();
-        let first = step(&b, None, 0, &Adjustments::new(), |w, b| w.grant(b, 3));
+        let first = step(&b, None, 0, |w, b| w.grant(b, 3));
         assert_eq!(
             (first.out, first.level, first.loaded),
             (3, 0, Loaded::Fresh)
         );
         let mut pending = Adjustments::new();
         pending.add(0, 3);
-        let second = step(&b, Some(&first.encoded), 1_000, &pending, |w, b| {
+        let second = step(&b, Some(&first.encoded), 1_000, |w, b| {
+            pending.apply(w);
             w.grant(b, 2)
         });
         assert_eq!((second.out, second.level), (2, 1));
@@ -637,12 +650,12 @@ mod tests {
                     match op {
                         Op::Wait(ms) => now += ms,
                         Op::Deposit => {
-                            let s = step(&b, stored.as_deref(), now, &Adjustments::new(), |w, _| w.deposit());
+                            let s = step(&b, stored.as_deref(), now, |w, _| w.deposit());
                             stored = Some(s.encoded);
                             log.push((idx, 1, 0));
                         }
                         Op::Grant(want) => {
-                            let s = step(&b, stored.as_deref(), now, &Adjustments::new(), |w, b| {
+                            let s = step(&b, stored.as_deref(), now, |w, b| {
                                 let before = w.available(b);
                                 (before, w.grant(b, want))
                             });
@@ -678,7 +691,7 @@ mod tests {
                             outstanding[k].1 -= n;
                             let mut pending = Adjustments::new();
                             pending.add(at, i64::from(n));
-                            let s = step(&b, stored.as_deref(), now, &pending, |_, _| ());
+                            let s = step(&b, stored.as_deref(), now, |w, _| pending.apply(w));
                             stored = Some(s.encoded);
                             // Only a refund to a bucket still in the window counts.
                             if at <= idx && idx - at < BUCKETS as u64 {

@@ -15,9 +15,9 @@
 //!   asks. A worker learns that the window is tight from its own writes and from every tick.
 //!   What a lease costs the other workers is at most the tokens it holds ([`MAX_HELD`] per
 //!   worker) until the holder's next write.
-//! - The client side uses all of this. The server side is always tight (`Local::new(false)`):
-//!   a callee whose workers counted first attempts locally lagged its callers' budgets and shed
-//!   retries they had been granted.
+//! - This is the client side. The server side deposits ahead instead ([`crate::ahead`]): a
+//!   callee whose workers counted first attempts locally, as here, lagged its callers' budgets
+//!   and shed retries they had been granted.
 //! - **Every write returns the lease**, and the root context's tick writes every budget the VM
 //!   touched, so a lease lives at most one report interval. Leasing is switched off (every
 //!   request written on its own) when the report interval is not shorter than half the window,
@@ -44,8 +44,6 @@ pub fn leasing_allowed(budget: &Budget, report_interval_ms: u32) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Local {
     leasing: bool,
-    /// Tokens a write withdraws ahead ([`MAX_LEASE`]).
-    lease_size: u32,
     /// Original requests not yet deposited.
     deposits: u32,
     /// The lease: its bucket and the tokens not handed out. None between a flush and the next
@@ -62,7 +60,6 @@ impl Local {
     pub fn new(leasing: bool) -> Self {
         Self {
             leasing,
-            lease_size: MAX_LEASE,
             tight: !leasing,
             ..Self::default()
         }
@@ -129,15 +126,8 @@ impl Local {
     /// the tokens granted (≤ `want`) and their bucket.
     pub fn write(&mut self, window: &mut Window, budget: &Budget, want: u32) -> (u32, u64) {
         self.flush(window, budget);
-        let lease = !self.tight && self.lease_size > 0;
-        let took = window.grant(
-            budget,
-            if lease {
-                want.max(self.lease_size)
-            } else {
-                want
-            },
-        );
+        let lease = !self.tight;
+        let took = window.grant(budget, if lease { want.max(MAX_LEASE) } else { want });
         let granted = took.min(want);
         if lease {
             self.lease = Some((window.newest(), took - granted));
@@ -149,12 +139,9 @@ impl Local {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::linkerd;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn linkerd() -> Budget {
-        Budget::try_new(0.2, 10.0, 10_000).unwrap()
-    }
 
     #[test]
     fn a_full_window_lends_a_lease_that_serves_requests_without_writes() {

@@ -4,19 +4,21 @@
 //!   rejects the plugin) with a log line naming the field.
 //! - Each destination's window lives in the proxy's shared data under
 //!   `meshwright.retry.<side>.<destination>`, read and written with compare-and-swap. The
-//!   request path does not touch it: each worker counts requests and hands out tokens from a
-//!   lease it withdrew ([`crate::lease`]); a write (get + set) happens only when the lease is
-//!   short, and on the tick.
+//!   request path rarely touches it. Client side: each worker counts requests and hands out
+//!   tokens from a lease it withdrew ([`crate::lease`]); a write (get + set) happens only when
+//!   the lease is short, and on the tick. Server side: first attempts are deposited ahead of
+//!   their arrival ([`crate::ahead`]), so only retries and one first attempt in 16 are written.
 //! - Client side: the request is granted retries (`x-envoy-max-retries`), and when the stream
 //!   ends the router's attempt count (`upstream.request_attempt_count`) settles the grant: unused
 //!   tokens go back to the lease.
 //! - Server side: retries over budget get the shed reply.
-//! - The root context's tick writes every budget's counts, returns its lease and refreshes the
-//!   budget gauges.
+//! - The root context's tick writes every budget's counts, returns its lease or settles its
+//!   advance, and refreshes the budget gauges.
 //! - [`RetryRoot`] is also driven by the bundle (`Composable`): request headers and the tick go
 //!   through meshwright-host, which does the direct host call when alone.
 
-use crate::budget::{self, Adjustments, Budget, Loaded, Window};
+use crate::ahead::{self, Ahead};
+use crate::budget::{self, Budget, Loaded, Window};
 use crate::client::{self, Grant};
 use crate::config::{RetryBudgetConfig, Side};
 use crate::destination::{self, DestinationSource};
@@ -99,31 +101,83 @@ impl SideStats {
     }
 }
 
+/// What a worker keeps of one budget between writes: the client's counts and lease, the
+/// server's advance.
+trait Worker: Clone {
+    /// Whether the tick has something to write.
+    fn has_writes(&self) -> bool;
+    /// The tick's write.
+    fn flush(&mut self, window: &mut Window, budget: &Budget);
+}
+
+impl Worker for Local {
+    fn has_writes(&self) -> bool {
+        Local::has_writes(self)
+    }
+    fn flush(&mut self, window: &mut Window, budget: &Budget) {
+        Local::flush(self, window, budget);
+    }
+}
+
+impl Worker for Ahead {
+    fn has_writes(&self) -> bool {
+        Ahead::has_writes(self)
+    }
+    fn flush(&mut self, window: &mut Window, budget: &Budget) {
+        Ahead::flush(self, window, budget);
+    }
+}
+
 /// One destination's budget (or, `per_caller`, one caller's share of it) as this VM knows it.
-struct Dest {
+struct Dest<W> {
     /// Shared-data key.
     key: String,
     /// The destination's stat-name segment (a destination's callers share its metrics).
     stat_name: String,
     stats: DestStats,
-    /// This worker's counts and lease, not yet written.
-    local: RefCell<Local>,
+    /// This worker's part, not yet written.
+    local: RefCell<W>,
 }
 
 /// Everything built at `on_configure`, shared by the VM's requests.
-struct Runtime {
+struct Runtime<W> {
     config: RetryBudgetConfig,
-    /// Whether workers may take leases ([`lease::leasing_allowed`]).
-    leasing: bool,
+    /// A new budget's worker part.
+    fresh: W,
     stats: SideStats,
-    dests: RefCell<HashMap<String, Rc<Dest>>>,
-    overflow: RefCell<Option<Rc<Dest>>>,
+    dests: RefCell<HashMap<String, Rc<Dest<W>>>>,
+    overflow: RefCell<Option<Rc<Dest<W>>>>,
 }
 
-impl Runtime {
+/// The runtime of the configured side.
+enum Sided {
+    Client(Rc<Runtime<Local>>),
+    Server(Rc<Runtime<Ahead>>),
+}
+
+impl Sided {
     fn build(config: RetryBudgetConfig) -> Self {
+        // Leases and advances live at most one tick, which must come well before their bucket
+        // leaves the window.
+        let short_lived = lease::leasing_allowed(&config.budget, config.report_interval_ms);
+        match config.side {
+            Side::Client => Self::Client(Rc::new(Runtime::build(config, Local::new(short_lived)))),
+            Side::Server => {
+                let size = if short_lived {
+                    ahead::advance_size(&config.budget)
+                } else {
+                    0
+                };
+                Self::Server(Rc::new(Runtime::build(config, Ahead::new(size))))
+            }
+        }
+    }
+}
+
+impl<W: Worker> Runtime<W> {
+    fn build(config: RetryBudgetConfig, fresh: W) -> Self {
         Self {
-            leasing: lease::leasing_allowed(&config.budget, config.report_interval_ms),
+            fresh,
             stats: SideStats::define(config.side),
             dests: RefCell::new(HashMap::new()),
             overflow: RefCell::new(None),
@@ -132,19 +186,13 @@ impl Runtime {
     }
 
     /// The budget under `key`, whose metrics are destination `destination_key`'s.
-    fn new_dest(&self, key: &str, destination_key: &str) -> Rc<Dest> {
+    fn new_dest(&self, key: &str, destination_key: &str) -> Rc<Dest<W>> {
         let stat_name = destination::stat_name(destination_key);
         Rc::new(Dest {
             key: shared_key(self.config.side, key),
             stats: DestStats::define(self.config.side, &stat_name),
             stat_name,
-            local: RefCell::new(match self.config.side {
-                Side::Client => Local::new(self.leasing),
-                // Every request written, as before leases: a callee whose workers counted
-                // first attempts locally lagged its callers' budgets and shed retries they had
-                // been granted (measured: 1–8 per outage run of the shipped pair at 2 workers).
-                Side::Server => Local::new(false),
-            }),
+            local: RefCell::new(self.fresh.clone()),
         })
     }
 
@@ -172,7 +220,7 @@ impl Runtime {
 
     /// The budget a request belongs to: its destination's (`per_caller`: its caller's share of
     /// it), or `overflow` once `max_destinations` budgets are tracked.
-    fn destination(&self) -> Option<Rc<Dest>> {
+    fn destination(&self) -> Option<Rc<Dest<W>>> {
         let destination_key = destination::normalize(self.read_destination().as_deref());
         let key = if self.config.per_caller {
             destination::caller_key(&destination_key, self.read_caller().as_deref())
@@ -201,23 +249,22 @@ impl Runtime {
         Some(dest)
     }
 
-    /// One read-modify-write of `dest`'s window, running `f` on it and on this worker's counts
-    /// and lease (a copy per attempt; kept when the write lands). None when shared data failed
+    /// One read-modify-write of `dest`'s window, running `f` on it and on this worker's part
+    /// (a copy per attempt; kept when the write lands). None when shared data failed
     /// (counted): the counts wait for the next write and the caller takes its safe default.
     fn write<T>(
         &self,
-        dest: &Dest,
+        dest: &Dest<W>,
         now_ms: u64,
-        mut f: impl FnMut(&mut Window, &Budget, &mut Local) -> T,
+        mut f: impl FnMut(&mut Window, &Budget, &mut W) -> T,
     ) -> Option<(T, u32)> {
         let before = dest.local.try_borrow().ok()?.clone();
         let budget = self.config.budget;
         let mut loaded = Loaded::Stored;
         let mut after = None;
-        let none = Adjustments::new();
         let result = shared_data::update_counted(&dest.key, CAS_ATTEMPTS, |stored| {
             let mut local = before.clone();
-            let s = budget::step(&budget, stored, now_ms, &none, |w, b| f(w, b, &mut local));
+            let s = budget::step(&budget, stored, now_ms, |w, b| f(w, b, &mut local));
             loaded = s.loaded;
             after = Some(local);
             (Some(s.encoded), (s.out, s.level))
@@ -246,12 +293,13 @@ impl Runtime {
         }
     }
 
-    /// Writes every budget this worker counted in or holds a lease of, and refreshes every
+    /// Writes every budget this worker counted in, holds a lease of or deposited ahead in, and
+    /// refreshes every
     /// destination's budget gauge (`per_caller`:
     /// the budget left to the destination's most spent caller).
     fn report(&self, now_ms: u64) {
         let mut levels: HashMap<String, (Gauge, u32)> = HashMap::new();
-        let mut all: Vec<Rc<Dest>> = self
+        let mut all: Vec<Rc<Dest<W>>> = self
             .dests
             .try_borrow()
             .map(|d| d.values().cloned().collect())
@@ -292,7 +340,7 @@ impl Runtime {
 /// [`Composable`].
 #[derive(Default)]
 pub struct RetryRoot {
-    runtime: Option<Rc<Runtime>>,
+    runtime: Option<Sided>,
 }
 
 impl Context for RetryRoot {}
@@ -326,7 +374,7 @@ impl Composable for RetryRoot {
         if tick::set_period_ms(config.report_interval_ms).is_err() {
             log::warn!("no tick: settlements are written with the next request only");
         }
-        self.runtime = Some(Rc::new(Runtime::build(config)));
+        self.runtime = Some(Sided::build(config));
         Ok(())
     }
 }
@@ -338,17 +386,25 @@ impl RootContext for RetryRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(rt) = &self.runtime {
-            rt.report(clock::now_ms());
+        match &self.runtime {
+            Some(Sided::Client(rt)) => rt.report(clock::now_ms()),
+            Some(Sided::Server(rt)) => rt.report(clock::now_ms()),
+            None => {}
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let runtime = self.runtime.clone();
-        match runtime.as_ref().map(|r| r.config.side) {
-            Some(Side::Server) => Some(Box::new(ServerHttp { runtime })),
-            _ => Some(Box::new(ClientHttp {
-                runtime,
+        match &self.runtime {
+            Some(Sided::Server(rt)) => Some(Box::new(ServerHttp {
+                runtime: Rc::clone(rt),
+            })),
+            Some(Sided::Client(rt)) => Some(Box::new(ClientHttp {
+                runtime: Some(Rc::clone(rt)),
+                dest: None,
+                grant: None,
+            })),
+            None => Some(Box::new(ClientHttp {
+                runtime: None,
                 dest: None,
                 grant: None,
             })),
@@ -361,8 +417,8 @@ impl RootContext for RetryRoot {
 }
 
 struct ClientHttp {
-    runtime: Option<Rc<Runtime>>,
-    dest: Option<Rc<Dest>>,
+    runtime: Option<Rc<Runtime<Local>>>,
+    dest: Option<Rc<Dest<Local>>>,
     grant: Option<Grant>,
 }
 
@@ -451,16 +507,14 @@ impl HttpContext for ClientHttp {
 }
 
 struct ServerHttp {
-    runtime: Option<Rc<Runtime>>,
+    runtime: Rc<Runtime<Ahead>>,
 }
 
 impl Context for ServerHttp {}
 
 impl HttpContext for ServerHttp {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(rt) = self.runtime.clone() else {
-            return Action::Continue;
-        };
+        let rt = Rc::clone(&self.runtime);
         let Some(dest) = rt.destination() else {
             return Action::Continue;
         };
@@ -479,8 +533,8 @@ impl HttpContext for ServerHttp {
             .try_borrow_mut()
             .ok()
             .and_then(|mut l| server::admit(&mut l, attempt));
-        // A retry the lease cannot pay: a write. Shared data failed: let the request through (a
-        // retry is only shed on the budget's word).
+        // A retry, or a first attempt the advance does not cover: a write. Shared data failed:
+        // let the request through (a retry is only shed on the budget's word).
         let Some(verdict) = local.or_else(|| {
             rt.write(&dest, clock::now_ms(), |w, b, l| {
                 server::admit_written(w, b, l, attempt)

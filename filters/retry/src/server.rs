@@ -8,9 +8,9 @@
 //! 1.40: 1 upstream attempt where `x-envoy-overloaded` gets 4), and for gRPC
 //! `grpc-retry-pushback-ms: -1`, which tells gRPC clients not to retry.
 
+use crate::ahead::Ahead;
 use crate::budget::{Budget, Window};
 use crate::config::Shed;
-use crate::lease::Local;
 use meshwright_shared::reply::Reply;
 
 /// The request header that tells a retry from a first attempt.
@@ -47,33 +47,30 @@ pub enum Verdict {
     RetryOverBudget,
 }
 
-/// Decides an inbound request from what this worker holds: a first attempt is counted (and
-/// never refused). None: a write decides ([`admit_written`]: every retry, and any request while
-/// the worker is tight — which the server side always is, see the plugin).
-pub fn admit(local: &mut Local, attempt: Attempt) -> Option<Verdict> {
+/// Decides an inbound request from what this worker holds: a first attempt its advance covers
+/// needs no write. None: a write decides ([`admit_written`]: every retry, and a first attempt
+/// the advance does not cover).
+pub fn admit(ahead: &mut Ahead, attempt: Attempt) -> Option<Verdict> {
     match attempt {
-        Attempt::First => {
-            local.count();
-            (!local.is_tight()).then_some(Verdict::First)
-        }
-        Attempt::Retry(_) => local.take(1).map(|_| Verdict::RetryAdmitted),
+        Attempt::First if ahead.cover() => Some(Verdict::First),
+        _ => None,
     }
 }
 
 /// A request [`admit`] left to a write of the shared window (inside a
-/// [`crate::budget::step`]): a first attempt's deposit, or a retry's token.
+/// [`crate::budget::step`]): a first attempt's deposit (and a new advance), or a retry's token.
 pub fn admit_written(
     window: &mut Window,
     budget: &Budget,
-    local: &mut Local,
+    ahead: &mut Ahead,
     attempt: Attempt,
 ) -> Verdict {
     match attempt {
         Attempt::First => {
-            local.flush(window, budget);
+            ahead.write_first(window, budget);
             Verdict::First
         }
-        Attempt::Retry(_) if local.write(window, budget, 1).0 == 1 => Verdict::RetryAdmitted,
+        Attempt::Retry(_) if window.grant(budget, 1) == 1 => Verdict::RetryAdmitted,
         Attempt::Retry(_) => Verdict::RetryOverBudget,
     }
 }
@@ -104,6 +101,8 @@ pub fn shed_reply(shed: &Shed, grpc: bool) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ahead;
+    use crate::budget::linkerd;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -122,7 +121,7 @@ mod tests {
     fn first_attempts_pay_for_retries_and_are_never_refused() {
         let b = Budget::try_new(0.5, 0.0, 10_000).unwrap();
         let mut w = Window::new(&b, 0);
-        let mut l = Local::new(false);
+        let mut l = Ahead::new(ahead::advance_size(&b));
         let mut run =
             |w: &mut Window, a| admit(&mut l, a).unwrap_or_else(|| admit_written(w, &b, &mut l, a));
         assert_eq!(run(&mut w, Attempt::Retry(2)), Verdict::RetryOverBudget);
@@ -134,26 +133,41 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(run(&mut w, Attempt::First), Verdict::First);
         }
-        // The budget is tight (below the lease floor): every request is written at once.
+        // Below the lease floor every first attempt is written on its own, so the count is exact.
         assert_eq!(w.totals(), (102, 1));
     }
 
     #[test]
-    fn on_the_server_side_every_request_is_written() {
-        let b = Budget::try_new(0.2, 10.0, 10_000).unwrap();
-        let mut l = Local::new(false);
+    fn a_callee_never_counts_fewer_first_attempts_than_it_received() {
+        // Two workers of one callee, a full window: each first attempt is either in the window
+        // or covered by an advance already deposited; retries are paid from both.
+        let b = linkerd();
         let mut w = Window::new(&b, 0);
-        assert_eq!(admit(&mut l, Attempt::First), None);
+        let mut workers = [Ahead::new(ahead::advance_size(&b)); 2];
+        for received in 1..=40u64 {
+            let a = &mut workers[usize::from(received % 2 == 0)];
+            if admit(a, Attempt::First).is_none() {
+                admit_written(&mut w, &b, a, Attempt::First);
+            }
+            assert!(w.totals().0 >= received);
+        }
+        let uncovered: u32 = workers.iter().map(Ahead::uncovered).sum();
+        assert_eq!(w.totals().0, 40 + u64::from(uncovered));
+        for a in &mut workers {
+            a.flush(&mut w, &b);
+        }
+        assert_eq!(w.totals(), (40, 0), "the tick leaves the exact count");
+        let mut a = workers[0];
         assert_eq!(
-            admit_written(&mut w, &b, &mut l, Attempt::First),
-            Verdict::First
+            admit(&mut a, Attempt::Retry(2)),
+            None,
+            "retries are written"
         );
-        assert_eq!(admit(&mut l, Attempt::Retry(2)), None);
         assert_eq!(
-            admit_written(&mut w, &b, &mut l, Attempt::Retry(2)),
+            admit_written(&mut w, &b, &mut a, Attempt::Retry(2)),
             Verdict::RetryAdmitted
         );
-        assert_eq!(w.totals(), (1, 1), "both in the window at once");
+        assert_eq!(w.totals(), (40, 1));
     }
 
     #[test]

@@ -156,6 +156,7 @@ meshwright_testbed::in_both_forms!(
     the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy,
     bad_configs_are_refused_with_the_field_named,
     one_caller_cannot_spend_another_callers_retries,
+    a_callees_advance_pays_at_most_four_retries_more_per_worker,
 );
 
 async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() -> Result<()> {
@@ -756,6 +757,54 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
     );
     assert_eq!(caller.metric(&dest(Side::Server).requests).await?, 0);
     assert_eq!(callee.envoy.metric(&dest(Side::Client).requests).await?, 0);
+    Ok(())
+}
+
+/// The callee deposits first attempts ahead of their arrival (docs/retry-budget.md): its window
+/// never counts fewer first attempts than it received, and at most one advance per worker more
+/// (16 first attempts at 20 %: 3.2 tokens, bounded at 4 per worker). 100 first attempts, then
+/// claimed retries at once: the budget pays the exact 120 (0.2 × 100 + 10/s × 10 s) and at most
+/// 2 workers × 4 more — unless a tick settled the advances in between, which leaves exactly 120.
+async fn a_callees_advance_pays_at_most_four_retries_more_per_worker() -> Result<()> {
+    let callee = Bed::builder()
+        .plugin(server_plugin(json!({"side": "server", "per_caller": false})))
+        .start()
+        .await?;
+    let get = |n: usize, concurrency: usize, retry: bool| {
+        let http = callee.http();
+        fan_out(n, concurrency, move |i| {
+            let http = http.clone();
+            async move {
+                let headers: &[(&str, &str)] = if retry {
+                    &[("x-envoy-attempt-count", "2")]
+                } else {
+                    &[]
+                };
+                http.get(&format!("/api/products/{i}"), headers)
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            }
+        })
+    };
+    let firsts = get(100, 8, false).await;
+    assert!(firsts.iter().all(|s| *s == 200), "{firsts:?}");
+    let retries = get(200, 4, true).await;
+    let paid = retries.iter().filter(|s| **s == 200).count() as u64;
+    let shed = retries.iter().filter(|s| **s == 429).count() as u64;
+    assert_eq!(paid + shed, 200, "{retries:?}");
+    let exact = bound(100, 0.2, 10.0, 10.0) - 100;
+    let workers = u64::from(Options::default().concurrency);
+    println!(
+        "callee, 100 first attempts then 200 retries: {paid} paid (exact count {exact}; \
+         advances may add up to {} at {workers} workers)",
+        4 * workers
+    );
+    assert!(paid >= exact, "{paid} paid < {exact}: the callee counted too few");
+    assert!(paid <= exact + 4 * workers, "{paid} paid: the advance overshot");
+    let d = dest(Side::Server);
+    assert_eq!(callee.envoy.metric(&d.requests).await?, 300);
+    assert_eq!(callee.envoy.metric(&d.retries_shed).await?, shed);
     Ok(())
 }
 
