@@ -256,12 +256,24 @@ impl HttpContext for FaultHttp {
         // Cheapest first: a request with none of the gate headers (the common case: no drill, no
         // fault header) is ruled out with a few absent-header reads, before the header map, the
         // clock or the generator are touched.
-        if let Some(gates) = &config.gates {
+        // Gate headers read here (the first 64, as bits: no allocation on the common path) are
+        // not read again below.
+        let mut known = HeaderList::new();
+        let mut done = 0u64;
+        let gates = config.gates.as_deref().unwrap_or_default();
+        if config.gates.is_some() {
             let mut found = HeaderList::with_capacity(1);
-            for name in gates {
+            for (i, name) in gates.iter().enumerate() {
+                let bit = 1u64
+                    .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+                    .unwrap_or(0);
                 match request::header(name) {
-                    Ok(None) => {}
-                    Ok(Some(value)) => found.push(name, value),
+                    Ok(None) => done |= bit,
+                    Ok(Some(value)) => {
+                        done |= bit;
+                        known.push(name, value.clone());
+                        found.push(name, value);
+                    }
                     // Unknown: decide on the full read.
                     Err(_) => found.push(name, String::new()),
                 }
@@ -270,10 +282,19 @@ impl HttpContext for FaultHttp {
                 return Action::Continue;
             }
         }
-        // One host call for all of them (alone, or the parent module's copy).
+        let read_above = |name: &str| {
+            gates
+                .iter()
+                .enumerate()
+                .any(|(i, g)| g == name && i < 64 && done & (1u64 << i) != 0)
+        };
+        // One host call for the rest (alone, or the parent module's copy).
         let headers = request::joined_pass(|| {
-            let mut headers = HeaderList::with_capacity(config.headers_read.len());
+            let mut headers = known;
             for name in &config.headers_read {
+                if read_above(name) {
+                    continue;
+                }
                 if let Ok(Some(value)) = request::header(name) {
                     headers.push(name, value);
                 }

@@ -77,11 +77,7 @@ fn with_copy<R>(f: impl FnOnce(&HeaderMapCopy) -> R) -> Option<R> {
             }
         });
     }
-    PASSES.with(|p| {
-        p.try_borrow()
-            .ok()
-            .and_then(|p| p.last().and_then(|top| top.copy.as_ref().map(f)))
-    })
+    fetched_copy(f)
 }
 
 /// What the innermost pass's copy, if one was fetched already, says (never fetches it: a write

@@ -50,6 +50,8 @@ proxy_wasm::main! {{
 struct Runtime {
     cfg: OAuth2Config,
     names: CookieNames,
+    /// The request headers a decision reads ([`flow::HEADERS_READ`] and the forward header).
+    headers_read: Vec<String>,
     /// Indexed by [`Stat`] (`as usize`).
     counters: Vec<Counter>,
     /// Indexed like [`Failure::ALL`].
@@ -448,8 +450,12 @@ impl Composable for OAuth2Root {
             .parked
             .borrow_mut()
             .get_or_insert_with(|| Parked::new(50, 1000));
+        let mut headers_read: Vec<String> =
+            flow::HEADERS_READ.iter().map(|h| (*h).to_owned()).collect();
+        headers_read.push(cfg.forward_header.clone());
         *self.vm.runtime.borrow_mut() = Some(Rc::new(Runtime {
             names: CookieNames::new(&cfg.cookie.name),
+            headers_read,
             cfg,
             counters,
             login_failed,
@@ -488,9 +494,7 @@ impl RootContext for OAuth2Root {
 /// Reads the headers a decision needs from the current (effective) HTTP context, with one visit
 /// of the map, and whether the request came with a single `Cookie` header.
 fn read_headers(rt: &Runtime) -> (HeaderList, CookieHeaders) {
-    let mut wanted: Vec<&str> = flow::HEADERS_READ.to_vec();
-    wanted.push(rt.cfg.forward_header.as_str());
-    let mut selector = Selector::new(&wanted);
+    let mut selector = Selector::new(&rt.headers_read);
     if request::visit(|k, v| selector.offer(k, v)).is_err() {
         return (HeaderList::new(), CookieHeaders::Several);
     }

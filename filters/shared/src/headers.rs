@@ -55,15 +55,15 @@ impl HeaderSource for HeaderList {
 /// per name): the first value of each wanted name, except `cookie`, whose values are all joined
 /// with `; ` (RFC 6265 §5.4: HTTP/1.1 clients may send several, and Envoy keeps them apart).
 #[derive(Debug)]
-pub struct Selector<'a> {
-    wanted: &'a [&'a str],
+pub struct Selector<'a, S> {
+    wanted: &'a [S],
     values: Vec<Option<String>>,
     cookie_headers: usize,
 }
 
-impl<'a> Selector<'a> {
+impl<'a, S: AsRef<str>> Selector<'a, S> {
     /// `wanted`: lower-case names.
-    pub fn new(wanted: &'a [&'a str]) -> Self {
+    pub fn new(wanted: &'a [S]) -> Self {
         Self {
             wanted,
             values: vec![None; wanted.len()],
@@ -76,7 +76,7 @@ impl<'a> Selector<'a> {
         let Some(i) = self
             .wanted
             .iter()
-            .position(|w| w.as_bytes().eq_ignore_ascii_case(name))
+            .position(|w| w.as_ref().as_bytes().eq_ignore_ascii_case(name))
         else {
             return;
         };
@@ -99,7 +99,7 @@ impl<'a> Selector<'a> {
         let mut list = HeaderList::with_capacity(self.wanted.len());
         for (name, value) in self.wanted.iter().zip(self.values) {
             if let Some(v) = value {
-                list.push(name, v);
+                list.push(name.as_ref(), v);
             }
         }
         (list, self.cookie_headers)

@@ -767,7 +767,9 @@ async fn the_shipped_pair_holds_an_outage_with_the_meshs_retry_policy() -> Resul
 /// 2 workers × 4 more — unless a tick settled the advances in between, which leaves exactly 120.
 async fn a_callees_advance_pays_at_most_four_retries_more_per_worker() -> Result<()> {
     let callee = Bed::builder()
-        .plugin(server_plugin(json!({"side": "server", "per_caller": false})))
+        .plugin(server_plugin(
+            json!({"side": "server", "per_caller": false}),
+        ))
         .start()
         .await?;
     let get = |n: usize, concurrency: usize, retry: bool| {
@@ -800,8 +802,14 @@ async fn a_callees_advance_pays_at_most_four_retries_more_per_worker() -> Result
          advances may add up to {} at {workers} workers)",
         4 * workers
     );
-    assert!(paid >= exact, "{paid} paid < {exact}: the callee counted too few");
-    assert!(paid <= exact + 4 * workers, "{paid} paid: the advance overshot");
+    assert!(
+        paid >= exact,
+        "{paid} paid < {exact}: the callee counted too few"
+    );
+    assert!(
+        paid <= exact + 4 * workers,
+        "{paid} paid: the advance overshot"
+    );
     let d = dest(Side::Server);
     assert_eq!(callee.envoy.metric(&d.requests).await?, 300);
     assert_eq!(callee.envoy.metric(&d.retries_shed).await?, shed);
