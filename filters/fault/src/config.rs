@@ -104,7 +104,8 @@ pub struct FaultConfig {
     /// Request headers the decision reads; the glue fetches exactly these.
     pub headers_read: Vec<String>,
     /// Headers of which a request must carry at least one for anything to fire (every rule's
-    /// [`RequestMatcher::required_header`] and header control's fault headers), so the glue
+    /// [`RequestMatcher::required_header`] and header control's signature, or its fault headers
+    /// when signatures are not required), so the glue
     /// can rule a request out with a few absent-header reads before fetching the rest. `None`
     /// when some enabled rule can match without any header (e.g. a path-only rule).
     pub gates: Option<Vec<String>>,
@@ -166,7 +167,7 @@ impl FaultConfig {
 }
 
 /// See [`FaultConfig::gates`].
-fn gates(rules: &[Rule], header_control: bool) -> Option<Vec<String>> {
+fn gates(rules: &[Rule], header_control: Option<&HeaderControl>) -> Option<Vec<String>> {
     let mut gates: Vec<String> = Vec::new();
     let mut need = |h: &str| {
         if !gates.iter().any(|x| x == h) {
@@ -176,8 +177,11 @@ fn gates(rules: &[Rule], header_control: bool) -> Option<Vec<String>> {
     for rule in rules.iter().filter(|r| r.enabled) {
         need(rule.matcher.required_header()?);
     }
-    if header_control {
-        crate::control::FIELDS.iter().for_each(|h| need(h));
+    match header_control {
+        // Unsigned fault headers are ignored: the signature alone is the gate.
+        Some(hc) if hc.signing_key_env.is_some() => need(crate::control::SIGNATURE),
+        Some(_) => crate::control::FIELDS.iter().for_each(|h| need(h)),
+        None => {}
     }
     Some(gates)
 }
@@ -248,7 +252,7 @@ impl FaultConfigSpec {
             need("content-type");
         }
 
-        let gates = gates(&rules, header_control.is_some());
+        let gates = gates(&rules, header_control.as_ref());
         Ok(FaultConfig {
             gates,
             enabled: self.enabled,

@@ -57,7 +57,6 @@ pub struct ControlFault {
 pub enum Rejection {
     /// A header value is not a number in range.
     Malformed,
-    MissingSignature,
     BadSignature,
     Expired,
     /// `t` lies further in the future than `max_signature_ttl_s` allows.
@@ -73,20 +72,28 @@ pub enum Control {
 }
 
 /// Reads and checks the fault headers of a request. `key` is the signing key when signatures
-/// are required.
+/// are required; then a request without a signature is [`Control::Absent`] whatever fault
+/// headers it carries (they could not be accepted), so the signature alone gates the rest.
 pub fn read(
     hc: &HeaderControl,
     key: Option<&[u8]>,
     req: &impl HeaderSource,
     now_ms: u64,
 ) -> Control {
+    let signature = match key {
+        Some(_) => match req.header(SIGNATURE) {
+            Some(s) => Some(s),
+            None => return Control::Absent,
+        },
+        None => None,
+    };
     let value = |h| req.header(h);
     let fields = FIELDS.map(value);
     if fields.iter().all(Option::is_none) {
         return Control::Absent;
     }
-    if let Some(key) = key
-        && let Err(r) = check_signature(hc, key, req.header(SIGNATURE), &fields, now_ms)
+    if let (Some(key), Some(sig)) = (key, signature)
+        && let Err(r) = check_signature(hc, key, sig, &fields, now_ms)
     {
         return Control::Rejected(r);
     }
@@ -161,11 +168,10 @@ fn message(t: &str, fields: &[Option<&str>; 5]) -> String {
 fn check_signature(
     hc: &HeaderControl,
     key: &[u8],
-    signature: Option<&str>,
+    sig: &str,
     fields: &[Option<&str>; 5],
     now_ms: u64,
 ) -> Result<(), Rejection> {
-    let sig = signature.ok_or(Rejection::MissingSignature)?;
     let mut t = None;
     let mut v1 = None;
     for part in sig.split(',') {
@@ -261,12 +267,9 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_or_tampered_headers_are_rejected() {
+    fn unsigned_headers_are_ignored_and_tampered_ones_rejected() {
         let r = req(&[(ABORT, "503")]);
-        assert_eq!(
-            read(&hc(), Some(KEY), &r, NOW_MS),
-            Control::Rejected(Rejection::MissingSignature)
-        );
+        assert_eq!(read(&hc(), Some(KEY), &r, NOW_MS), Control::Absent);
         let sig = sign(
             KEY,
             NOW_MS / 1000 + 60,

@@ -383,10 +383,21 @@ mod tests {
             (p.source, p.abort.unwrap().status),
             (Source::HeaderControl, 418)
         );
-        // Unsigned: rejected, counted, and the rules apply as if the headers were not there.
+        // Unsigned: ignored (not even read, so not counted), and the rules apply as if the
+        // headers were not there.
         let r = req(&[(":path", "/"), (ABORT, "418")]);
         let d = decide(&c, Some(key), &r, NOW, &mut rolls(0));
-        assert_eq!(d.control_rejected, Some(Rejection::MissingSignature));
+        assert_eq!(d.control_rejected, None);
+        assert_eq!(d.plan.unwrap().abort.unwrap().status, 500);
+        // Signed with another key: refused, counted, and the rules apply.
+        let bad = sign(
+            b"another-key-of-at-least-32-bytes-long",
+            NOW / 1000 + 60,
+            [Some("418"), None, None, None, None],
+        );
+        let r = req(&[(":path", "/"), (ABORT, "418"), (SIGNATURE, &bad)]);
+        let d = decide(&c, Some(key), &r, NOW, &mut rolls(0));
+        assert_eq!(d.control_rejected, Some(Rejection::BadSignature));
         assert_eq!(d.plan.unwrap().abort.unwrap().status, 500);
     }
 
@@ -419,6 +430,16 @@ mod tests {
         assert!(!may_fire(&c, &get("/api/a")));
         assert!(may_fire(&c, &req(&[("x-drill", "b")])));
         assert!(may_fire(&c, &req(&[(DELAY, "10")])));
+        // With signatures required, the signature alone gates header control: unsigned fault
+        // headers are not read at all.
+        let signed =
+            config(&DRILLS.replace(r#""require_signature":false"#, r#""signing_key_env":"K""#));
+        assert_eq!(
+            signed.gates.as_deref(),
+            Some(&["x-drill", "x-env", SIGNATURE].map(str::to_owned)[..])
+        );
+        assert!(!may_fire(&signed, &req(&[(DELAY, "10")])));
+        assert!(may_fire(&signed, &req(&[(SIGNATURE, "t=1,v1=00")])));
         // A rule that needs no header (path only) leaves nothing to gate on.
         let c = config(
             r#"{"rules":[{"name":"p","match":{"path":{"prefix":"/x"}},
@@ -446,9 +467,18 @@ mod tests {
             fn a_request_the_gate_rules_out_gets_no_fault(
                 present in proptest::collection::vec(any::<bool>(), 9),
                 values in proptest::collection::vec("(a|b|prod|staging|418|50|)", 9),
-                path in "/api/[ab]?", seed in any::<u64>(),
+                path in "/api/[ab]?", seed in any::<u64>(), signed in any::<bool>(),
             ) {
-                let c = config(DRILLS);
+                // Signatures off (every fault header gates) or required (the signature does).
+                let (c, key) = if signed {
+                    let signed = DRILLS.replace(
+                        r#""require_signature":false"#,
+                        r#""signing_key_env":"K""#,
+                    );
+                    (config(&signed), Some(&b"a-test-signing-key-of-at-least-32-bytes"[..]))
+                } else {
+                    (config(DRILLS), None)
+                };
                 let names = ["x-drill", "x-off", "x-env", ABORT, crate::control::ABORT_GRPC,
                     crate::control::ABORT_PERCENTAGE, DELAY, crate::control::DELAY_PERCENTAGE,
                     SIGNATURE];
@@ -459,7 +489,7 @@ mod tests {
                     }
                 }
                 if !may_fire(&c, &r) {
-                    let d = decide(&c, None, &r, NOW, &mut WyRand::new(seed));
+                    let d = decide(&c, key, &r, NOW, &mut WyRand::new(seed));
                     prop_assert_eq!(d, Decision::default());
                 }
             }

@@ -15,7 +15,7 @@
 //! | metric | type | meaning |
 //! |---|---|---|
 //! | `meshwright.fault.active_faults` | gauge | faults in progress, all rules, all workers |
-//! | `meshwright.fault.header_control_rejected` | counter | requests whose fault headers were refused (unsigned, bad or expired signature, malformed) |
+//! | `meshwright.fault.header_control_rejected` | counter | requests whose fault headers were refused (bad, expired or too long-lived signature, malformed values; unsigned ones are ignored uncounted) |
 
 use meshwright_shared::stats::{metric, rule_metric};
 
