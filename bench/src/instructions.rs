@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 /// Requests counted per variant (after [`WARM_UP`] uncounted ones).
 pub const REQUESTS: u64 = 1_000;
-const WARM_UP: u64 = 200;
+/// Uncounted requests before counting (`--warm-up N`).
+pub const WARM_UP: u64 = 200;
 
 /// Turns callgrind's instrumentation of process `pid` on or off.
 pub fn instrument(pid: u32, on: bool) -> Result<()> {
@@ -116,6 +117,8 @@ pub struct InstructionReport {
     pub duration_s: f64,
     pub envoy_version: String,
     pub requests: u64,
+    /// Uncounted requests per variant before counting (after the proving ones).
+    pub warm_up: u64,
     pub variants: Vec<Counted>,
     pub comparisons: Vec<Comparison>,
 }
@@ -193,13 +196,21 @@ fn compare(variants: &[Counted]) -> Vec<Comparison> {
         .collect()
 }
 
-async fn count(v: &Variant, fx: &Fixtures, placement: &Placement, requests: u64) -> Result<f64> {
+async fn count(
+    v: &Variant,
+    fx: &Fixtures,
+    placement: &Placement,
+    warm_up: u64,
+    requests: u64,
+) -> Result<f64> {
     eprintln!("bench: counting {} (under callgrind)", v.id);
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("callgrind.out");
     let r = runner::start(v, fx, placement, 1, None, Some(out.clone())).await?;
     r.prove().await?;
-    r.warm_up(WARM_UP, 2, None).await?;
+    if warm_up > 0 {
+        r.warm_up(warm_up, 2, None).await?;
+    }
     r.counted(requests, 2).await?;
     let pid = r.envoy.pid();
     let total = tokio::task::spawn_blocking(move || dump_and_read(pid, &out)).await??;
@@ -223,10 +234,12 @@ pub async fn run(opts: &Options) -> Result<InstructionReport> {
     };
     let all = crate::selected(variants::plan(&fx)?.0, &opts.only);
     let requests = opts.instruction_requests;
+    let warm_up = opts.instruction_warm_up;
 
     let mut counted: Vec<Counted> = Vec::new();
     for pair in all.chunks(2) {
-        let results = crate::two_at_once(pair, |v| count(v, &fx, &placement, requests)).await;
+        let results =
+            crate::two_at_once(pair, |v| count(v, &fx, &placement, warm_up, requests)).await;
         for (v, result) in results {
             if let Err(e) = &result {
                 eprintln!("bench: {} FAILED: {e:#}", v.id);
@@ -261,6 +274,7 @@ pub async fn run(opts: &Options) -> Result<InstructionReport> {
         duration_s: t0.elapsed().as_secs_f64(),
         envoy_version: install::envoy_version(),
         requests,
+        warm_up,
         comparisons: compare(&counted),
         variants: counted,
     };
@@ -302,9 +316,9 @@ impl InstructionReport {
         let _ = writeln!(
             md,
             "Instructions Envoy {} executes per request (every thread; callgrind, {} checked \
-             requests per variant after a warm-up; `cargo xtask bench --instructions`, {}), added \
-             over a bare Envoy receiving the same request:\n",
-            self.envoy_version, self.requests, self.started
+             requests per variant after {} uncounted; `cargo xtask bench --instructions`, {}), \
+             added over a bare Envoy receiving the same request:\n",
+            self.envoy_version, self.requests, self.warm_up, self.started
         );
         md.push_str("| variant | instructions/request | added |\n|---|--:|--:|\n");
         for v in &self.variants {

@@ -69,6 +69,8 @@ pub struct Options {
     pub pin: bool,
     /// Requests counted per variant by `--instructions`.
     pub instruction_requests: u64,
+    /// Uncounted requests before counting, by `--instructions`.
+    pub instruction_warm_up: u64,
 }
 
 impl Options {
@@ -90,6 +92,7 @@ impl Options {
             update_readme: true,
             pin: true,
             instruction_requests: instructions::REQUESTS,
+            instruction_warm_up: instructions::WARM_UP,
         }
     }
 
@@ -126,6 +129,7 @@ impl Options {
             update_readme: false,
             pin: true,
             instruction_requests: 50,
+            instruction_warm_up: instructions::WARM_UP,
         }
     }
 

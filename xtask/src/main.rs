@@ -95,11 +95,11 @@ release binary; their digests written into k8s/app/ (image@sha256:) and wasmplug
     ),
     (
         "bench",
-        "bench [--quick] [--instructions] [--requests N] [--rounds R] [--only ID,...] [--no-readme]",
+        "bench [--quick] [--instructions [--warm-up N]] [--requests N] [--rounds R] [--only ID,...] [--no-readme]",
         "measure Envoy CPU per request, latency and throughput of every filter next to bare Envoy
 and Envoy's native filters (about 11 minutes on a busy 2-core machine; --quick 2-3);
---instructions: instructions per request under valgrind's callgrind instead (deterministic);
-results in bench/results/ and README.md",
+--instructions: instructions per request under valgrind's callgrind instead (deterministic;
+--warm-up: uncounted requests first, default 200); results in bench/results/ and README.md",
     ),
     (
         "fault-signature",
@@ -320,6 +320,7 @@ fn bench(mut args: Args) -> Result<()> {
     };
     let instructions = args.flag("--instructions");
     let requests: Option<u64> = args.parsed("--requests")?;
+    let warm_up: Option<u64> = args.parsed("--warm-up")?;
     if let Some(n) = requests {
         opts.requests = n;
     }
@@ -335,11 +336,17 @@ fn bench(mut args: Args) -> Result<()> {
         opts.update_readme = false;
     }
     args.finish()?;
+    if warm_up.is_some() && !instructions {
+        bail!("--warm-up is an option of --instructions");
+    }
     modules::build()?;
     let rt = tokio::runtime::Runtime::new()?;
     if instructions {
         if let Some(n) = requests {
             opts.instruction_requests = n;
+        }
+        if let Some(n) = warm_up {
+            opts.instruction_warm_up = n;
         }
         let report = rt.block_on(meshwright_bench::instructions::run(&opts))?;
         say(&report.table());
