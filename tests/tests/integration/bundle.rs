@@ -90,7 +90,8 @@ async fn the_sidecar_set_budgets_then_faults_each_request_in_one_pass() -> Resul
         .start()
         .await?;
     let http = bed.http();
-    let budget = DestinationMetricNames::new(Side::Server, "backend");
+    // The shipped server side's one budget for the workload's inbound traffic.
+    let budget = DestinationMetricNames::new(Side::Server, "inbound");
     let aborts = RuleMetricNames::new("abort").aborts_injected;
     let delays = RuleMetricNames::new("slow").delays_injected;
 
