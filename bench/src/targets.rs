@@ -164,7 +164,7 @@ pub fn evaluate(variants: &[VariantResult], modules: &[ModuleSize]) -> Vec<Targe
         ),
     ];
     for m in modules {
-        let limit = if m.name == "oauth2" || m.name == "bundle" {
+        let limit = if m.name == "oauth2" || m.name.starts_with("bundle") {
             600
         } else {
             300

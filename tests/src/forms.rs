@@ -31,6 +31,10 @@ tokio::task_local! {
 /// dist/bundle.wasm).
 pub const BUNDLE_URL: &str = "oci://ghcr.io/meshwright/bundle:0.1.0";
 
+/// The sidecar bundle's URL (dist/bundle-sidecar.wasm: the bundle without OAuth2), which the
+/// shipped sidecar WasmPlugins of wasmplugins/bundle/ pull.
+pub const BUNDLE_SIDECAR_URL: &str = "oci://ghcr.io/meshwright/bundle-sidecar:0.1.0";
+
 /// The bundle's `pluginName` (root id).
 pub const BUNDLE_PLUGIN_NAME: &str = "bundle";
 

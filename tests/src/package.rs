@@ -575,6 +575,11 @@ fn sbom_source(image: &Image) -> Result<(&'static str, &'static str, bool)> {
             "meshwright_bundle_cdylib-rlib.cdx.json",
             true,
         ),
+        "bundle-sidecar" => (
+            "filters/bundle-sidecar",
+            "meshwright_bundle_sidecar_cdylib.cdx.json",
+            true,
+        ),
         "shop" => ("shop", "meshwright-shop_bin.cdx.json", false),
         other => bail!("no SBOM source for the image {other}"),
     })

@@ -263,6 +263,21 @@ fn test() -> Result<()> {
     }
     wasm_clippy.args(["--", "-D", "warnings"]);
     run("clippy (wasm32-wasip1)", &mut wasm_clippy)?;
+    // The sidecar bundle on its own: the bundle without its `oauth2` feature (which cargo would
+    // unify back on in the invocation above).
+    run(
+        "clippy (wasm32-wasip1, the sidecar bundle)",
+        cargo().args([
+            "clippy",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "meshwright-bundle-sidecar",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     modules::build()?;
     run(
         "the shop's binary",

@@ -77,13 +77,27 @@ const MODULES: &[Module] = &[
             "proxy_on_http_call_response",
         ],
     },
+    // The bundle without OAuth2, for sidecars: A/B, retry budget and fault (no HTTP calls).
+    Module {
+        name: "bundle-sidecar",
+        package: "meshwright-bundle-sidecar",
+        stem: "meshwright_bundle_sidecar",
+        callbacks: &[
+            "proxy_on_request_headers",
+            "proxy_on_response_headers",
+            "proxy_on_done",
+            "proxy_on_log",
+            "proxy_on_tick",
+        ],
+    },
 ];
 
 /// Packages built in a cargo invocation of their own: the bundle depends on the filters without
 /// their `entrypoint` feature, and cargo unifies features across the packages of one
 /// invocation — built with the filters, it would get their entry points too (a duplicate
-/// `_initialize`).
-const BUILT_ALONE: &[&str] = &["meshwright-bundle"];
+/// `_initialize`). The sidecar bundle is the bundle without its `oauth2` feature: built with
+/// the bundle, it would get that feature too.
+const BUILT_ALONE: &[&str] = &["meshwright-bundle", "meshwright-bundle-sidecar"];
 
 /// Callbacks every module keeps: start-up, configuration, memory for the host's buffers, and a
 /// stream context's creation and deletion (the SDK frees the context in `proxy_on_delete`).

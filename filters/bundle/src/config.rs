@@ -38,6 +38,15 @@ impl Section {
         }
     }
 
+    /// Whether this module was built with the section's filter (the sidecar module has no
+    /// OAuth2).
+    pub fn available(self) -> bool {
+        match self {
+            Self::OAuth2 => cfg!(feature = "oauth2"),
+            Self::Ab | Self::RetryBudget | Self::Fault => true,
+        }
+    }
+
     /// A filter's config error as the bundle reports it: the field inside this section.
     pub fn error(self, e: ConfigError) -> ConfigError {
         let name = self.name();
@@ -86,6 +95,13 @@ impl BundleConfig {
         .into_iter()
         .filter_map(|(s, raw)| raw.map(|r| (s, r)))
         .collect();
+        if let Some((s, _)) = sections.iter().find(|(s, _)| !s.available()) {
+            return Err(ConfigError::invalid(
+                s.name(),
+                "this module (the sidecar bundle, bundle-sidecar.wasm) has no such filter: \
+                 attach bundle.wasm where it is needed",
+            ));
+        }
         if sections.is_empty() {
             return Err(ConfigError::invalid(
                 ".",
@@ -109,7 +125,14 @@ impl BundleConfig {
     pub fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         for (section, bytes) in self.sections() {
             let checked = match section {
+                #[cfg(feature = "oauth2")]
                 Section::OAuth2 => meshwright_oauth2::OAuth2Config::from_json(bytes, env).map(drop),
+                // Refused by `from_json`.
+                #[cfg(not(feature = "oauth2"))]
+                Section::OAuth2 => {
+                    let _ = env;
+                    Ok(())
+                }
                 Section::Ab => meshwright_ab::AbConfig::from_json(bytes).map(drop),
                 Section::RetryBudget => {
                     meshwright_retry::RetryBudgetConfig::from_json(bytes).map(drop)

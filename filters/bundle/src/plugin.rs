@@ -33,14 +33,18 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(BundleRoot::new(id)) });
 }}
 
-/// A filter's root context, as its own module would create it.
-fn new_root(section: Section) -> Box<dyn Composable> {
-    match section {
+/// A filter's root context, as its own module would create it (None: not in this module,
+/// which `BundleConfig::from_json` has refused already).
+fn new_root(section: Section) -> Option<Box<dyn Composable>> {
+    Some(match section {
+        #[cfg(feature = "oauth2")]
         Section::OAuth2 => Box::new(meshwright_oauth2::plugin::OAuth2Root::default()),
+        #[cfg(not(feature = "oauth2"))]
+        Section::OAuth2 => return None,
         Section::Ab => Box::new(meshwright_ab::plugin::AbRoot::default()),
         Section::RetryBudget => Box::new(meshwright_retry::plugin::RetryRoot::default()),
         Section::Fault => Box::new(meshwright_fault::plugin::FaultRoot::default()),
-    }
+    })
 }
 
 fn scope(root: u32, owner: usize, section: Section, stream: Option<u32>) -> Scope {
@@ -93,7 +97,8 @@ impl BundleRoot {
         tick::forget(self.id);
         let mut filters = Vec::new();
         for (owner, (section, section_bytes)) in config.sections().enumerate() {
-            let mut root = new_root(section);
+            let mut root = new_root(section)
+                .ok_or_else(|| ConfigError::invalid(section.name(), "not in this module"))?;
             compose::within(scope(self.id, owner, section, None), || {
                 root.configure(section_bytes)
             })

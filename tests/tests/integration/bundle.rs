@@ -49,7 +49,13 @@ fn the_bundled_set_runs_on_every_proxy_what_the_separate_set_runs() -> Result<()
     let bundled = load_dir(&paths::bundle_wasmplugins())?;
     assert!(!bundled.is_empty());
     for p in &bundled {
-        assert_eq!(p.spec.url, meshwright_testbed::forms::BUNDLE_URL);
+        // The gateway's carries OAuth2: the full module. Sidecars pull the one without it.
+        let url = if p.plugin_config().get("oauth2").is_some() {
+            meshwright_testbed::forms::BUNDLE_URL
+        } else {
+            meshwright_testbed::forms::BUNDLE_SIDECAR_URL
+        };
+        assert_eq!(p.spec.url, url, "{}", p.metadata.name);
         assert_eq!(p.spec.plugin_name.as_deref(), Some("bundle"));
     }
     for (what, labels, mode, port) in mesh_proxies() {
@@ -143,6 +149,8 @@ async fn bad_bundle_configs_are_refused_with_the_field_named() -> Result<()> {
             json!({"retry_budget": {"side": "server", "retry_ratio": 11}, "fault": {"rules": []}}),
             "retry_budget.retry_ratio",
         ),
+        // The shipped sidecar plugins pull the module without OAuth2.
+        (json!({"oauth2": {}, "fault": {"rules": []}}), "oauth2"),
     ];
     for (config, field) in cases {
         let plugin = sidecar(|c| *c = config.clone());
