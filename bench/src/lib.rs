@@ -71,6 +71,10 @@ pub struct Options {
     pub instruction_requests: u64,
     /// Uncounted requests before counting, by `--instructions`.
     pub instruction_warm_up: u64,
+    /// `--until-tight W`: after `rounds`, go on round after round until the 95 % confidence
+    /// interval of every variant's added-µs median is within ±W µs, or `max_rounds`.
+    pub until_tight_us: Option<f64>,
+    pub max_rounds: usize,
 }
 
 impl Options {
@@ -93,6 +97,8 @@ impl Options {
             pin: true,
             instruction_requests: instructions::REQUESTS,
             instruction_warm_up: instructions::WARM_UP,
+            until_tight_us: None,
+            max_rounds: 30,
         }
     }
 
@@ -130,6 +136,8 @@ impl Options {
             pin: true,
             instruction_requests: 50,
             instruction_warm_up: instructions::WARM_UP,
+            until_tight_us: None,
+            max_rounds: 1,
         }
     }
 
@@ -142,6 +150,7 @@ impl Options {
             latency_rps: self.latency_rps,
             footprint_rounds: self.footprint_rounds,
             contention_requests: self.contention_requests,
+            until_tight_us: self.until_tight_us,
         }
     }
 }
@@ -183,6 +192,38 @@ fn result_of(v: &Variant) -> VariantResult {
         requests_per_s: None,
         envoy_busy: None,
     }
+}
+
+/// Added cost: each round of each variant paired with the same round of the bare Envoy of the
+/// same profile; then every variant's summary.
+fn pair_with_bare(slots: &mut [Slot]) {
+    let bare_rounds: Vec<(String, Vec<Round>)> = slots
+        .iter()
+        .filter(|s| s.result.group == Group::Baseline && s.result.status == Status::Ok)
+        .map(|s| (s.result.id.clone(), s.result.rounds.clone()))
+        .collect();
+    for slot in slots.iter_mut() {
+        let base = bare_rounds
+            .iter()
+            .find(|(id, _)| *id == slot.result.baseline)
+            .map(|(_, r)| r);
+        for round in &mut slot.result.rounds {
+            round.added_us = base
+                .and_then(|b| b.iter().find(|x| x.round == round.round))
+                .map(|b| round.cpu.cpu_us_per_request - b.cpu.cpu_us_per_request);
+        }
+        slot.result.summarise();
+    }
+}
+
+/// The measured variant whose added median is least well known, and its 95 % interval's
+/// half-width (infinite while there are too few rounds for one).
+fn loosest(slots: &[Slot]) -> Option<(String, f64)> {
+    slots
+        .iter()
+        .filter(|s| s.result.group != Group::Baseline && s.result.status == Status::Ok)
+        .filter_map(|s| Some((s.result.id.clone(), s.result.added_us?.ci95_half_width())))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn fail(slot: &mut Slot, e: &anyhow::Error) {
@@ -342,10 +383,23 @@ pub async fn run(opts: &Options) -> Result<Report> {
         slots.len(),
         t0.elapsed().as_secs_f64()
     );
-    // Rounds, interleaved; each round starts one variant later than the previous one.
+    // Rounds, interleaved; each round starts one variant later than the previous one. With
+    // `--until-tight`, more rounds until every added median is known to ±W µs.
     let n = slots.len().max(1);
-    for round in 0..opts.rounds {
-        eprintln!("bench: round {}/{}", round + 1, opts.rounds);
+    let mut rounds_run = 0;
+    for round in 0..opts.max_rounds.max(opts.rounds) {
+        if round >= opts.rounds {
+            let Some(w) = opts.until_tight_us else { break };
+            pair_with_bare(&mut slots);
+            match loosest(&slots) {
+                Some((id, h)) if h > w => {
+                    eprintln!("bench: {id}'s added median is known to ±{h:.2} µs (> ±{w} µs)");
+                }
+                _ => break,
+            }
+        }
+        rounds_run = round + 1;
+        eprintln!("bench: round {}", round + 1);
         for k in 0..slots.len() {
             let i = (k + round) % n;
             let Some(slot) = slots.get_mut(i) else {
@@ -387,24 +441,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         }
     }
 
-    // Added cost: paired with the bare Envoy of the same profile, round by round.
-    let bare_rounds: Vec<(String, Vec<Round>)> = slots
-        .iter()
-        .filter(|s| s.result.group == Group::Baseline && s.result.status == Status::Ok)
-        .map(|s| (s.result.id.clone(), s.result.rounds.clone()))
-        .collect();
-    for slot in &mut slots {
-        let base = bare_rounds
-            .iter()
-            .find(|(id, _)| *id == slot.result.baseline)
-            .map(|(_, r)| r);
-        for round in &mut slot.result.rounds {
-            round.added_us = base
-                .and_then(|b| b.iter().find(|x| x.round == round.round))
-                .map(|b| round.cpu.cpu_us_per_request - b.cpu.cpu_us_per_request);
-        }
-        slot.result.summarise();
-    }
+    pair_with_bare(&mut slots);
     // The measured Envoys stop before the footprint runs.
     for slot in &mut slots {
         slot.running = None;
@@ -509,7 +546,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
         envoy_version: install::envoy_version(),
         machine,
         placement: placement_text,
-        settings: opts.settings(),
+        settings: report::Settings {
+            rounds: rounds_run,
+            ..opts.settings()
+        },
         profiles,
         variants: results,
         skipped,

@@ -22,6 +22,9 @@ pub struct Settings {
     pub latency_rps: u64,
     pub footprint_rounds: usize,
     pub contention_requests: u64,
+    /// `--until-tight W`: rounds went on until every added median's 95 % interval was ±W µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_tight_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,10 +160,16 @@ impl Report {
 
     fn method_line(&self) -> String {
         let s = &self.settings;
+        let tight = s.until_tight_us.map_or(String::new(), |w| {
+            format!(
+                " (until every added median's 95 % confidence interval, in parentheses, was \
+                 within ±{w} µs, or the round limit)"
+            )
+        });
         format!(
-            "{} interleaved rounds; per round and variant {} requests as fast as Envoy answers them \
-             (h2load, HTTP/1.1, {} connections) for CPU and req/s, then {} requests at a fixed {} \
-             req/s for latency. {}.",
+            "{} interleaved rounds{tight}; per round and variant {} requests as fast as Envoy \
+             answers them (h2load, HTTP/1.1, {} connections) for CPU and req/s, then {} requests \
+             at a fixed {} req/s for latency. {}.",
             s.rounds, s.requests, s.connections, s.latency_requests, s.latency_rps, self.placement
         )
     }
@@ -277,7 +286,12 @@ impl Report {
             }
             let added = match (&v.added_us, v.group) {
                 (_, Group::Baseline) => "—".to_owned(),
-                (Some(a), _) => format!("{:+.1} [{:+.1}–{:+.1}]", a.median, a.min, a.max),
+                (Some(a), _) => {
+                    let ci = a
+                        .ci95
+                        .map_or(String::new(), |(lo, hi)| format!(" ({lo:+.1}–{hi:+.1})"));
+                    format!("{:+.1} [{:+.1}–{:+.1}]{ci}", a.median, a.min, a.max)
+                }
                 (None, _) => "?".to_owned(),
             };
             let m = |s: &Option<Spread>, digits: usize| {
@@ -677,6 +691,7 @@ mod tests {
             min: lo,
             max: hi,
             n: 3,
+            ci95: None,
         };
         let svg = svg_chart(
             "t <1>",

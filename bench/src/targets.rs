@@ -190,6 +190,7 @@ mod tests {
             min,
             max,
             n: 3,
+            ci95: None,
         };
         VariantResult {
             id: id.into(),

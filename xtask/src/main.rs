@@ -95,11 +95,12 @@ release binary; their digests written into k8s/app/ (image@sha256:) and wasmplug
     ),
     (
         "bench",
-        "bench [--quick] [--instructions [--warm-up N]] [--requests N] [--rounds R] [--only ID,...] [--no-readme]",
+        "bench [--quick] [--instructions [--warm-up N]] [--requests N] [--rounds R] [--until-tight W [--max-rounds M]] [--only ID,...] [--no-readme]",
         "measure Envoy CPU per request, latency and throughput of every filter next to bare Envoy
 and Envoy's native filters (about 11 minutes on a busy 2-core machine; --quick 2-3);
 --instructions: instructions per request under valgrind's callgrind instead (deterministic;
---warm-up: uncounted requests first, default 200); results in bench/results/ and README.md",
+--warm-up: uncounted requests first, default 200); --until-tight W: more rounds (up to
+--max-rounds, default 30) until every added median's 95 % confidence interval is ±W µs; results in bench/results/ and README.md",
     ),
     (
         "fault-signature",
@@ -341,6 +342,15 @@ fn bench(mut args: Args) -> Result<()> {
     }
     if let Some(r) = args.parsed("--rounds")? {
         opts.rounds = r;
+    }
+    if let Some(w) = args.parsed::<f64>("--until-tight")? {
+        if !w.is_finite() || w <= 0.0 {
+            bail!("--until-tight takes a half-width in µs above 0");
+        }
+        opts.until_tight_us = Some(w);
+    }
+    if let Some(m) = args.parsed("--max-rounds")? {
+        opts.max_rounds = m;
     }
     if let Some(only) = args.value("--only")? {
         opts.only = only.split(',').map(str::to_owned).collect();
