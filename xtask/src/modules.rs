@@ -71,7 +71,6 @@ const MODULES: &[Module] = &[
         callbacks: &[
             "proxy_on_request_headers",
             "proxy_on_response_headers",
-            "proxy_on_done",
             "proxy_on_log",
             "proxy_on_tick",
             "proxy_on_http_call_response",
@@ -85,7 +84,6 @@ const MODULES: &[Module] = &[
         callbacks: &[
             "proxy_on_request_headers",
             "proxy_on_response_headers",
-            "proxy_on_done",
             "proxy_on_log",
             "proxy_on_tick",
         ],

@@ -16,6 +16,10 @@
 //! - HTTP call responses reach the filter that made the call (`compose::take_call_owner`): its
 //!   root context or its HTTP context, as the call was made from either.
 //! - Every call into a filter runs in its [`Scope`]: its ticks, calls and log lines are its own.
+//! - Stream end: no `proxy_on_done` (one VM entry less per request). The SDK drops the bundle's
+//!   stream context at `proxy_on_delete`; that forgets the stream's continuation and drops the
+//!   filters' contexts, whose own `Drop` forgets what their VM keeps for the stream (outside a
+//!   scope: it makes no call, logs nothing and asks for no tick).
 
 use crate::chain::{self, Flow, Progress, Resume};
 use crate::config::{BundleConfig, Section};
@@ -289,14 +293,15 @@ impl Context for BundleHttp {
             });
         }
     }
+}
 
-    fn on_done(&mut self) -> bool {
-        let stream = &self.stream;
-        for slot in &stream.slots {
-            stream.call(slot, |c| c.on_done());
-        }
-        compose::release(stream.id);
-        true
+/// The SDK drops a stream's context in `proxy_on_delete`, after the stream is done, so the
+/// module exports no `proxy_on_done` (one VM entry less per request): the stream's continuation
+/// and calls are forgotten here, which drops the last reference to the stream, and with it the
+/// filters' contexts, whose own `Drop` forgets what their VM keeps for them.
+impl Drop for BundleHttp {
+    fn drop(&mut self) {
+        compose::release(self.stream.id);
     }
 }
 

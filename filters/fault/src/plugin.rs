@@ -7,7 +7,7 @@
 //! - A delay pauses the request and parks the stream; the root context's tick resumes it (or
 //!   sends the abort that follows the delay). A client that goes away while parked is forgotten
 //!   when its stream context ends (`finish`: from `Drop`, which the SDK runs at
-//!   `proxy_on_delete`; in the bundle also from `on_done`).
+//!   `proxy_on_delete`, alone and in the bundle).
 //! - `max_active_faults` is enforced on the process-wide `active_faults` gauge: increment, read
 //!   back, and back off when over the limit, so admitted faults never exceed it.
 //! - [`FaultRoot`] is also driven by the bundle (`Composable`): request headers, ticks and
@@ -228,14 +228,9 @@ impl FaultHttp {
     }
 }
 
-impl Context for FaultHttp {
-    /// Called by a parent module (the bundle); alone, the module does not export
-    /// `proxy_on_done` (one VM entry less per request) and `Drop` does the same.
-    fn on_done(&mut self) -> bool {
-        self.finish();
-        true
-    }
-}
+/// No `on_done`: no module exports `proxy_on_done` (one VM entry less per request); `Drop`
+/// cleans up, alone and in the bundle.
+impl Context for FaultHttp {}
 
 /// The SDK drops a stream's context in `proxy_on_delete`, after the stream is done.
 impl Drop for FaultHttp {

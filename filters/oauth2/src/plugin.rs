@@ -730,13 +730,6 @@ impl Context for OAuth2Http {
     ) {
         call_response(&self.vm, token, body_size);
     }
-
-    /// Called by a parent module (the bundle); alone, the module does not export
-    /// `proxy_on_done` (one VM entry less per request) and `Drop` does the same.
-    fn on_done(&mut self) -> bool {
-        self.finish();
-        true
-    }
 }
 
 impl OAuth2Http {
