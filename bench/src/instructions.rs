@@ -21,6 +21,7 @@ use crate::{Options, machine};
 use anyhow::{Context, Result, bail};
 use meshwright_testbed::{install, paths};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -63,19 +64,70 @@ pub fn totals(dump: &str) -> Option<u64> {
     sum
 }
 
+/// Instructions a callgrind dump counts in JIT code: callgrind's unknown object (`???`) at
+/// addresses of V8's code space (above 4 GiB; the unattributed code below that is Envoy's, and
+/// is there for native filters too). That is the module's compiled functions and V8's wasm
+/// wrappers; the rest of a wasm filter's cost is Envoy and V8's runtime serving its host calls.
+pub fn jit(dump: &str) -> u64 {
+    let mut obs: HashMap<&str, &str> = HashMap::new();
+    let mut fns: HashMap<&str, &str> = HashMap::new();
+    // Define (or refer to) a compressed name: `(id) name` or `(id)`.
+    fn name<'a>(rest: &'a str, names: &mut HashMap<&'a str, &'a str>) -> &'a str {
+        let (id, name) = rest.split_once(' ').unwrap_or((rest, ""));
+        if !name.is_empty() {
+            names.insert(id, name);
+        }
+        names.get(id).copied().unwrap_or(name)
+    }
+    let is_jit = |ob: &str, f: &str| {
+        ob == "???"
+            && f.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .is_some_and(|a| a >= 1 << 32)
+    };
+    let (mut ob, mut f) = ("", "");
+    let mut after_calls = false;
+    let mut sum = 0u64;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix("ob=") {
+            ob = name(rest, &mut obs);
+        } else if let Some(rest) = line.strip_prefix("cob=") {
+            name(rest, &mut obs);
+        } else if let Some(rest) = line.strip_prefix("fn=") {
+            f = name(rest, &mut fns);
+        } else if let Some(rest) = line.strip_prefix("cfn=") {
+            name(rest, &mut fns);
+        } else if line.starts_with("calls=") {
+            after_calls = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            // A cost line: position, then Ir. The one after `calls=` is the call's inclusive
+            // cost, already counted where it was spent.
+            if std::mem::take(&mut after_calls) {
+                continue;
+            }
+            if is_jit(ob, f) {
+                sum += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    sum
+}
+
 /// Dumps the counts of `pid` (started with `--callgrind-out-file=out`) and reads them from
-/// `out.1`, waiting a bounded time for the file.
-fn dump_and_read(pid: u32, out: &Path) -> Result<u64> {
+/// `out.1`, waiting a bounded time for the file: (every instruction, those in JIT code).
+fn dump_and_read(pid: u32, out: &Path) -> Result<(u64, u64)> {
     control(&["-d"], pid)?;
     let file = out.with_extension("out.1");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(n) = std::fs::read_to_string(&file)
-            .ok()
-            .as_deref()
-            .and_then(totals)
+        if let Some(text) = std::fs::read_to_string(&file).ok()
+            && let Some(n) = totals(&text)
         {
-            return Ok(n);
+            return Ok((n, jit(&text)));
         }
         if Instant::now() > deadline {
             bail!("no callgrind dump in {}", file.display());
@@ -95,6 +147,9 @@ pub struct Counted {
     pub per_request: Option<f64>,
     /// Over the bare Envoy of the same profile.
     pub added: Option<f64>,
+    /// Of `per_request`, in JIT code (see [`jit`]), and over the bare Envoy's.
+    pub jit_per_request: Option<f64>,
+    pub jit_added: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -202,7 +257,8 @@ async fn count(
     placement: &Placement,
     warm_up: u64,
     requests: u64,
-) -> Result<f64> {
+    keep: Option<&Path>,
+) -> Result<(f64, f64)> {
     eprintln!("bench: counting {} (under callgrind)", v.id);
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("callgrind.out");
@@ -213,9 +269,16 @@ async fn count(
     }
     r.counted(requests, 2).await?;
     let pid = r.envoy.pid();
-    let total = tokio::task::spawn_blocking(move || dump_and_read(pid, &out)).await??;
+    let dump = out.with_extension("out.1");
+    let (total, jit) = tokio::task::spawn_blocking(move || dump_and_read(pid, &out)).await??;
     drop(r);
-    Ok(total as f64 / requests as f64)
+    if let Some(dir) = keep {
+        std::fs::create_dir_all(dir)?;
+        let kept = dir.join(format!("{}.callgrind", v.id));
+        std::fs::copy(&dump, &kept).with_context(|| format!("keeping {}", kept.display()))?;
+    }
+    let per = |n: u64| n as f64 / requests as f64;
+    Ok((per(total), per(jit)))
 }
 
 /// Counts every planned variant (two Envoys at a time) and writes
@@ -238,8 +301,17 @@ pub async fn run(opts: &Options) -> Result<InstructionReport> {
 
     let mut counted: Vec<Counted> = Vec::new();
     for pair in all.chunks(2) {
-        let results =
-            crate::two_at_once(pair, |v| count(v, &fx, &placement, warm_up, requests)).await;
+        let results = crate::two_at_once(pair, |v| {
+            count(
+                v,
+                &fx,
+                &placement,
+                warm_up,
+                requests,
+                opts.keep_dumps.as_deref(),
+            )
+        })
+        .await;
         for (v, result) in results {
             if let Err(e) = &result {
                 eprintln!("bench: {} FAILED: {e:#}", v.id);
@@ -250,23 +322,27 @@ pub async fn run(opts: &Options) -> Result<InstructionReport> {
                 group: v.group,
                 profile: v.profile,
                 baseline: Variant::bare(v.profile).id,
-                per_request: result.as_ref().ok().copied(),
+                per_request: result.as_ref().ok().map(|r| r.0),
                 added: None,
+                jit_per_request: result.as_ref().ok().map(|r| r.1),
+                jit_added: None,
                 error: result.err().map(|e| format!("{e:#}")),
             });
         }
     }
-    let bare: Vec<(String, f64)> = counted
+    let bare: Vec<(String, f64, f64)> = counted
         .iter()
         .filter(|c| c.group == Group::Baseline)
-        .filter_map(|c| Some((c.id.clone(), c.per_request?)))
+        .filter_map(|c| Some((c.id.clone(), c.per_request?, c.jit_per_request?)))
         .collect();
     for c in &mut counted {
-        let base = bare.iter().find(|(id, _)| *id == c.baseline).map(|b| b.1);
-        c.added = match (c.per_request, base) {
+        let base = bare.iter().find(|(id, ..)| *id == c.baseline);
+        let over = |n: Option<f64>, b: Option<f64>| match (n, b) {
             (Some(n), Some(b)) if c.group != Group::Baseline => Some(n - b),
             _ => None,
         };
+        c.added = over(c.per_request, base.map(|b| b.1));
+        c.jit_added = over(c.jit_per_request, base.map(|b| b.2));
     }
     let report = InstructionReport {
         schema: 1,
@@ -317,16 +393,24 @@ impl InstructionReport {
             md,
             "Instructions Envoy {} executes per request (every thread; callgrind, {} checked \
              requests per variant after {} uncounted; `cargo xtask bench --instructions`, {}), \
-             added over a bare Envoy receiving the same request:\n",
+             added over a bare Envoy receiving the same request, and how much of that is in JIT \
+             code (the module's compiled functions and V8's wasm wrappers; the rest is Envoy and \
+             V8's runtime serving the host calls):\n",
             self.envoy_version, self.requests, self.warm_up, self.started
         );
-        md.push_str("| variant | instructions/request | added |\n|---|--:|--:|\n");
+        md.push_str(
+            "| variant | instructions/request | added | of it in JIT code |\n|---|--:|--:|--:|\n",
+        );
         for v in &self.variants {
             let per = v
                 .per_request
                 .map_or_else(|| "failed".to_owned(), |n| format!("{:.1}k", n / 1000.0));
             let added = v.added.map_or_else(|| "—".to_owned(), thousands);
-            let _ = writeln!(md, "| {} | {per} | {added} |", v.name);
+            let jit = match (v.jit_added, v.group) {
+                (Some(j), g) if g != Group::Baseline && j.abs() >= 50.0 => thousands(j),
+                _ => "—".to_owned(),
+            };
+            let _ = writeln!(md, "| {} | {per} | {added} | {jit} |", v.name);
         }
         md.push_str("\n| comparison (added instructions) | ratio | target |\n|---|--:|---|\n");
         for c in &self.comparisons {
@@ -369,6 +453,20 @@ mod tests {
         assert_eq!(totals("totals: many\n"), None);
     }
 
+    #[test]
+    fn jit_counts_self_cost_in_v8_code_space_only() {
+        // Envoy's own function, an unattributed one below 4 GiB, two JIT functions (one named
+        // where it is first called), and a call's inclusive cost that must not count again.
+        let dump = "events: Ir\n\
+            ob=(1) /x/envoy\nfn=(1) 0x0000000001000000\n10 5\n\
+            ob=(2) ???\nfn=(2) 0x0000000006294800\n1 7\n\
+            fn=(3) 0x000035f8801c7018\n1 100\n+1 20\n\
+            cob=(2)\ncfn=(4) 0x000035f8801c7d18\ncalls=1 0\n1 1000\n\
+            fn=(4)\n1 3\n\
+            ob=(1)\nfn=(1)\n11 2\n";
+        assert_eq!(jit(dump), 123);
+    }
+
     fn c(id: &str, added: Option<f64>) -> Counted {
         Counted {
             id: id.into(),
@@ -378,6 +476,8 @@ mod tests {
             baseline: "bare-sidecar".into(),
             per_request: added.map(|a| a + 100_000.0),
             added,
+            jit_per_request: None,
+            jit_added: None,
             error: None,
         }
     }

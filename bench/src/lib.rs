@@ -75,6 +75,8 @@ pub struct Options {
     /// interval of every variant's added-µs median is within ±W µs, or `max_rounds`.
     pub until_tight_us: Option<f64>,
     pub max_rounds: usize,
+    /// `--instructions --keep-dumps DIR`: each variant's callgrind dump, as `DIR/<id>.callgrind`.
+    pub keep_dumps: Option<PathBuf>,
 }
 
 impl Options {
@@ -99,6 +101,7 @@ impl Options {
             instruction_warm_up: instructions::WARM_UP,
             until_tight_us: None,
             max_rounds: 30,
+            keep_dumps: None,
         }
     }
 
@@ -138,6 +141,7 @@ impl Options {
             instruction_warm_up: instructions::WARM_UP,
             until_tight_us: None,
             max_rounds: 1,
+            keep_dumps: None,
         }
     }
 

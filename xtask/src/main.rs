@@ -95,11 +95,11 @@ release binary; their digests written into k8s/app/ (image@sha256:) and wasmplug
     ),
     (
         "bench",
-        "bench [--quick] [--instructions [--warm-up N]] [--requests N] [--rounds R] [--until-tight W [--max-rounds M]] [--only ID,...] [--no-readme]",
+        "bench [--quick] [--instructions [--warm-up N] [--keep-dumps DIR]] [--requests N] [--rounds R] [--until-tight W [--max-rounds M]] [--only ID,...] [--no-readme]",
         "measure Envoy CPU per request, latency and throughput of every filter next to bare Envoy
 and Envoy's native filters (about 11 minutes on a busy 2-core machine; --quick 2-3);
 --instructions: instructions per request under valgrind's callgrind instead (deterministic;
---warm-up: uncounted requests first, default 200); --until-tight W: more rounds (up to
+--warm-up: uncounted requests first, default 200; --keep-dumps DIR: the callgrind dumps); --until-tight W: more rounds (up to
 --max-rounds, default 30) until every added median's 95 % confidence interval is ±W µs; results in bench/results/ and README.md",
     ),
     (
@@ -337,6 +337,7 @@ fn bench(mut args: Args) -> Result<()> {
     let instructions = args.flag("--instructions");
     let requests: Option<u64> = args.parsed("--requests")?;
     let warm_up: Option<u64> = args.parsed("--warm-up")?;
+    let keep_dumps = args.value("--keep-dumps")?;
     if let Some(n) = requests {
         opts.requests = n;
     }
@@ -361,9 +362,10 @@ fn bench(mut args: Args) -> Result<()> {
         opts.update_readme = false;
     }
     args.finish()?;
-    if warm_up.is_some() && !instructions {
-        bail!("--warm-up is an option of --instructions");
+    if (warm_up.is_some() || keep_dumps.is_some()) && !instructions {
+        bail!("--warm-up and --keep-dumps are options of --instructions");
     }
+    opts.keep_dumps = keep_dumps.map(std::path::PathBuf::from);
     modules::build()?;
     let rt = tokio::runtime::Runtime::new()?;
     if instructions {
