@@ -60,14 +60,20 @@ pub enum Profile {
     Bearer,
     /// A call between services, inbound at the callee's sidecar.
     Sidecar,
+    /// The shop's own call: store → product for a logged-in user's page, inbound at product's
+    /// sidecar, with the headers store propagates (`shop/src/client.rs`: the gateway's JWT,
+    /// baggage with the A/B assignment, the trace context, the request id) and those the
+    /// caller's sidecar adds.
+    Shop,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 4] = [
+    pub const ALL: [Profile; 5] = [
         Profile::Session,
         Profile::EnvoyCookies,
         Profile::Bearer,
         Profile::Sidecar,
+        Profile::Shop,
     ];
 
     pub fn id(self) -> &'static str {
@@ -76,6 +82,7 @@ impl Profile {
             Self::EnvoyCookies => "envoy-cookies",
             Self::Bearer => "bearer",
             Self::Sidecar => "sidecar",
+            Self::Shop => "shop",
         }
     }
 
@@ -85,6 +92,7 @@ impl Profile {
             Self::EnvoyCookies => "gateway request with Envoy oauth2's cookies",
             Self::Bearer => "request with the gateway's JWT and A/B cookies",
             Self::Sidecar => "service-to-service request at a sidecar",
+            Self::Shop => "the shop's store → product call at product's sidecar",
         }
     }
 }
@@ -266,6 +274,22 @@ impl Fixtures {
             Profile::Sidecar => Request {
                 path: SIDECAR_PATH.into(),
                 headers: vec![accept, h("x-envoy-attempt-count", "1")],
+            },
+            Profile::Shop => Request {
+                path: SIDECAR_PATH.into(),
+                headers: vec![
+                    accept,
+                    h("user-agent", "meshwright-shop/0.1"),
+                    h("authorization", &format!("Bearer {}", self.jwt)),
+                    h("baggage", "ab.product=v2"),
+                    h(
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                    h("x-request-id", "0b6e4d8e-5f3c-4b0e-9a3e-2d1c8f7a6b5d"),
+                    h("x-forwarded-proto", "http"),
+                    h("x-envoy-attempt-count", "1"),
+                ],
             },
         }
     }

@@ -223,6 +223,12 @@ const COMPARISONS: &[(&str, &str, &[&str], Option<f64>)] = &[
         None,
     ),
     (
+        "bundle, sidecar set / separate, on the shop's call",
+        "bundle-sidecar-shop",
+        &["sidecar-set-shop"],
+        None,
+    ),
+    (
         "the floor / Envoy's fault filter at 0 %",
         "floor",
         &["envoy-fault"],

@@ -541,6 +541,17 @@ pub fn plan(fx: &Fixtures) -> Result<(Vec<Variant>, Vec<Skipped>)> {
         )
         .expect(expect_retry(Side::Server).and(expect_fault(&fx.fault_key))),
         Variant::new(
+            "sidecar-set-shop",
+            "sidecar set, separate WasmPlugins, on the shop's store → product call",
+            Set,
+            Shop,
+            Chain::Istio {
+                plugins: shipped.clone(),
+                workload: Workload::product_inbound(),
+            },
+        )
+        .expect(expect_retry(Side::Server).and(expect_fault(&fx.fault_key))),
+        Variant::new(
             "all-four",
             "all four, separate WasmPlugins in one chain (oauth2, ab, retry budget, fault)",
             Set,
@@ -755,6 +766,16 @@ fn bundle_variants(
             )
             .expect(expect),
         );
+    }
+    // The sidecar set again on the shop's own call (a bigger header map: the JWT, baggage,
+    // trace context).
+    if let Some(v) = out.iter().find(|v| v.id == "bundle-sidecar").cloned() {
+        out.push(Variant {
+            id: "bundle-sidecar-shop".into(),
+            name: "bundle, sidecar set, on the shop's store → product call".into(),
+            profile: Profile::Shop,
+            ..v
+        });
     }
     if let [Some(gateway), Some(sidecar)] = single.as_slice() {
         let mut merged = gateway.plugin_config();
