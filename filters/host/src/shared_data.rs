@@ -47,7 +47,8 @@ pub fn update_counted<T>(
             return Ok(Updated { value, conflicts });
         };
         // cas 0 means "unconditional" to the host; a key never written has cas 0, so the first
-        // writer may race another first writer. Both are then valid initial values.
+        // writer may race another first writer, and only the last one's value is kept. `f` is
+        // told (its input is None) and must write nothing another writer's state depends on.
         match abi::set_shared_data(key, &new, cas) {
             Ok(()) => return Ok(Updated { value, conflicts }),
             Err(e) if e == HostError::CAS_MISMATCH => continue,

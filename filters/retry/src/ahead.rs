@@ -66,6 +66,9 @@ pub struct Ahead {
     /// The window held fewer than [`LEASE_FLOOR`] tokens at this worker's last write: no
     /// advance.
     tight: bool,
+    /// The write under way creates the shared key: no advance (see
+    /// [`crate::lease::Local::set_creating`]).
+    creating: bool,
 }
 
 impl Ahead {
@@ -75,7 +78,14 @@ impl Ahead {
             size,
             advance: None,
             tight: size == 0,
+            creating: false,
         }
+    }
+
+    /// Whether the write under way creates the budget's shared-data key (an unconditional
+    /// write another worker's first write may replace): then it deposits no advance.
+    pub fn set_creating(&mut self, creating: bool) {
+        self.creating = creating;
     }
 
     /// Whether the advance covers one more first attempt (then taken from it, no write).
@@ -110,7 +120,7 @@ impl Ahead {
     pub fn write_first(&mut self, window: &mut Window, budget: &Budget) {
         self.flush(window, budget);
         window.deposit();
-        if !self.tight {
+        if !self.tight && !self.creating {
             window.deposit_n(self.size);
             self.advance = Some(Advance {
                 bucket: window.newest(),

@@ -54,6 +54,8 @@ pub struct Local {
     /// The window held less than [`LEASE_FLOOR`] at this worker's last write (always, with
     /// leasing off): every request is written.
     tight: bool,
+    /// The write under way creates the shared key (see [`Local::set_creating`]).
+    creating: bool,
 }
 
 impl Local {
@@ -68,6 +70,14 @@ impl Local {
     /// Whether every request is to be written on its own.
     pub fn is_tight(&self) -> bool {
         self.tight
+    }
+
+    /// Whether the write under way creates the budget's shared-data key. Shared data has no
+    /// create-if-absent: a key's first write is unconditional, and two workers writing it first
+    /// at once keep only the last one's. So a creating write takes no lease: the loser of that
+    /// race loses at most its own grant (≤ `max_retries`) and one deposit, never a lease.
+    pub fn set_creating(&mut self, creating: bool) {
+        self.creating = creating;
     }
 
     /// Counts an original request (deposited with the next write).
@@ -126,7 +136,7 @@ impl Local {
     /// the tokens granted (≤ `want`) and their bucket.
     pub fn write(&mut self, window: &mut Window, budget: &Budget, want: u32) -> (u32, u64) {
         self.flush(window, budget);
-        let lease = !self.tight;
+        let lease = !self.tight && !self.creating;
         let took = window.grant(budget, if lease { want.max(MAX_LEASE) } else { want });
         let granted = took.min(want);
         if lease {
@@ -169,6 +179,27 @@ mod tests {
         assert_eq!(w.totals(), (8, 14));
         assert!(!l.has_writes());
         assert_eq!(l.take(0), None, "no lease after a flush");
+    }
+
+    #[test]
+    fn a_write_that_creates_the_key_takes_no_lease() {
+        let b = linkerd();
+        let mut w = Window::new(&b, 0);
+        let mut l = Local::new(true);
+        l.set_creating(true);
+        l.count();
+        assert_eq!(l.write(&mut w, &b, 3).0, 3);
+        assert_eq!(l.take(1), None, "no lease to serve from");
+        assert_eq!(w.totals(), (1, 3), "only the grant was withdrawn");
+        l.set_creating(false);
+        l.count();
+        assert_eq!(l.write(&mut w, &b, 3).0, 3);
+        assert!(l.take(1).is_some(), "the next write leases");
+        assert_eq!(
+            w.totals(),
+            (2, 3 + u64::from(MAX_LEASE)),
+            "a grant, then a lease"
+        );
     }
 
     #[test]

@@ -108,6 +108,8 @@ trait Worker: Clone {
     fn has_writes(&self) -> bool;
     /// The tick's write.
     fn flush(&mut self, window: &mut Window, budget: &Budget);
+    /// Whether the write under way creates the shared key (nothing taken or deposited ahead).
+    fn set_creating(&mut self, creating: bool);
 }
 
 impl Worker for Local {
@@ -117,6 +119,9 @@ impl Worker for Local {
     fn flush(&mut self, window: &mut Window, budget: &Budget) {
         Local::flush(self, window, budget);
     }
+    fn set_creating(&mut self, creating: bool) {
+        Local::set_creating(self, creating);
+    }
 }
 
 impl Worker for Ahead {
@@ -125,6 +130,9 @@ impl Worker for Ahead {
     }
     fn flush(&mut self, window: &mut Window, budget: &Budget) {
         Ahead::flush(self, window, budget);
+    }
+    fn set_creating(&mut self, creating: bool) {
+        Ahead::set_creating(self, creating);
     }
 }
 
@@ -264,6 +272,8 @@ impl<W: Worker> Runtime<W> {
         let mut after = None;
         let result = shared_data::update_counted(&dest.key, CAS_ATTEMPTS, |stored| {
             let mut local = before.clone();
+            // No key yet: this write is unconditional (`shared_data::update_counted`).
+            local.set_creating(stored.is_none());
             let s = budget::step(&budget, stored, now_ms, |w, b| f(w, b, &mut local));
             loaded = s.loaded;
             after = Some(local);

@@ -161,7 +161,11 @@ meshwright_testbed::in_both_forms!(
 
 async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() -> Result<()> {
     let config = json!({"side": "client", "max_retries": NUM_RETRIES, "report_interval_ms": 100});
-    let limit = bound(N, 0.2, 10.0, 10.0);
+    // Plus one grant: the budget's shared-data key is created by an unconditional write (shared
+    // data has no create-if-absent), so when both workers write it first at once the earlier
+    // write is lost — its grant of up to NUM_RETRIES, never a lease (seen in CI before creating
+    // writes took none: 15 retries over, a lost lease).
+    let limit = bound(N, 0.2, 10.0, 10.0) + NUM_RETRIES;
     let mut table = Vec::new();
     for concurrency in [32, 4] {
         // No budget: every request is tried 4 times.
@@ -184,7 +188,7 @@ async fn a_full_outage_is_held_to_the_budget_where_retries_alone_quadruple_it() 
         // In a full outage every grant is used, so the whole budget is spent: all but the
         // fraction of a token left at the end.
         assert!(
-            ours.hits >= limit - 1,
+            ours.hits >= limit - NUM_RETRIES - 1,
             "{} upstream requests, budget {limit}",
             ours.hits
         );
@@ -357,10 +361,12 @@ async fn the_budget_is_shared_by_all_workers() -> Result<()> {
         );
         // Per-worker budgets would let each worker spend its own floor: ~600 retries with 2.
         // Workers count requests locally and lease tokens (the lease module): this is the bound
-        // on what that may overshoot — nothing, at 2 workers — and, from below, on what leases
-        // held back by the other worker may cost.
+        // on what that may overshoot — nothing but, at 2 workers, the one grant a race of the
+        // two first writes of the key may lose (see the outage test) — and, from below, on what
+        // leases held back by the other worker may cost.
+        let race = if workers > 1 { NUM_RETRIES } else { 0 };
         assert!(
-            (limit - 1..=limit).contains(&run.hits),
+            (limit - 1..=limit + race).contains(&run.hits),
             "{} upstream requests with {workers} worker(s), budget {limit}",
             run.hits
         );
